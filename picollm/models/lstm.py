@@ -1,0 +1,72 @@
+"""Stacked LSTM language model (Zaremba et al. 2014 style): embedding -> LSTM -> (LayerNorm) -> tied head.
+
+The state (h, c) is carried across truncated-BPTT segments by the trainer and across tokens by the
+generator; cuDNN / the fused CPU kernel does the time loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from picollm.errors import ConfigError
+from picollm.models.base import LanguageModel
+
+
+@dataclass
+class LSTMConfig:
+    vocab_size: int
+    block_size: int = 64
+    """BPTT length used in training (the model itself has no context limit)."""
+    embed: int = 64
+    hidden: int = 128
+    """LSTM cell size."""
+    layers: int = 2
+    dropout: float = 0.0
+    """Dropout on the embeddings, between layers and on the outputs (Zaremba et al.)."""
+    tie_weights: bool = True
+    """Share embedding and output weights (a projection hidden -> embed is added when they differ)."""
+    norm: bool = True
+    """LayerNorm on the LSTM outputs."""
+
+    def __post_init__(self) -> None:
+        if self.layers < 1 or self.hidden < 1 or self.embed < 1:
+            raise ConfigError("lstm: --layers, --hidden and --embed must be >= 1")
+
+
+class LSTM(LanguageModel):
+    carries_state = True
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.config = c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed)
+        self.drop = nn.Dropout(c.dropout)
+        self.rnn = nn.LSTM(c.embed, c.hidden, c.layers, dropout=c.dropout if c.layers > 1 else 0.0, batch_first=True)
+        self.norm = nn.LayerNorm(c.hidden) if c.norm else nn.Identity()
+        out_dim = c.hidden
+        self.proj = None
+        if c.tie_weights and c.hidden != c.embed:
+            self.proj = nn.Linear(c.hidden, c.embed, bias=False)
+            out_dim = c.embed
+        self.head = nn.Linear(out_dim, c.vocab_size)
+        init_range = 0.1  # the word_language_model / Zaremba initialisation
+        nn.init.uniform_(self.embedding.weight, -init_range, init_range)
+        if c.tie_weights:
+            self.head.weight = self.embedding.weight
+        else:
+            nn.init.uniform_(self.head.weight, -init_range, init_range)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """idx (B, T) -> logits (B, T, V); state (h, c), each (layers, B, hidden)."""
+        x = self.drop(self.embedding(idx))  # (B, T, E)
+        out, (h, c) = self.rnn(x, state)  # (B, T, H)
+        out = self.drop(self.norm(out))
+        if self.proj is not None:
+            out = self.proj(out)  # (B, T, E)
+        return self.head(out), (h, c)
+
+    def embedding_matrix(self) -> Tensor:
+        return self.embedding.weight

@@ -1,0 +1,175 @@
+"""GPT-style decoder-only transformer (after nanoGPT): pre-norm blocks, causal attention through
+`F.scaled_dot_product_attention`, learned or rotary positions, tied embeddings and a KV cache.
+
+The state is the KV cache: one (k, v) pair per layer, each (B, n_head, T_past, head_size). A forward
+with a cache attends to the cached positions, so decoding one token at a time costs one position's
+work per layer instead of the whole prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from picollm.errors import ConfigError
+from picollm.models.base import LanguageModel
+
+KVCache = list[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    block_size: int = 64
+    """Longest context; learned position embeddings exist for this many positions."""
+    embed: int = 64
+    """Model width (n_embd)."""
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.0
+    positional: str = "learned"
+    """'learned' absolute position embeddings or 'rotary' (RoPE) on queries and keys."""
+    tie_weights: bool = True
+
+    def __post_init__(self) -> None:
+        if self.embed % self.heads != 0:
+            raise ConfigError(f"transformer: --embed {self.embed} must be divisible by --heads {self.heads}")
+        if self.positional == "rotary" and (self.embed // self.heads) % 2 != 0:
+            raise ConfigError(f"transformer: rotary positions need an even head size; embed/heads = {self.embed // self.heads}")
+        if self.positional not in ("learned", "rotary"):
+            raise ConfigError(f"transformer: --positional must be learned or rotary; got {self.positional!r}")
+
+
+def rotary_cos_sin(positions: Tensor, head_size: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """positions (T,) -> cos, sin each (T, head_size/2) for RoPE."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32) / head_size))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x (B, nh, T, hs): rotate each (even, odd) pair by its position's angle."""
+    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    return out.type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.n_head, self.head_size = c.heads, c.embed // c.heads
+        self.qkv = nn.Linear(c.embed, 3 * c.embed, bias=False)
+        self.proj = nn.Linear(c.embed, c.embed, bias=False)
+        self.dropout = c.dropout
+        self.resid_drop = nn.Dropout(c.dropout)
+        self.rotary = c.positional == "rotary"
+
+    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, positions: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        if self.rotary:
+            cos, sin = rotary_cos_sin(positions, self.head_size)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache[0].shape[2]
+            k = torch.cat([cache[0], k], dim=2)  # (B, nh, past+T, hs)
+            v = torch.cat([cache[1], v], dim=2)
+        dropout = self.dropout if self.training else 0.0
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # one query sees every cached key
+        else:
+            # query i sits at absolute position past + i and may see keys 0 .. past + i
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.fc = nn.Linear(c.embed, 4 * c.embed, bias=False)
+        self.proj = nn.Linear(4 * c.embed, c.embed, bias=False)
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(c.embed)
+        self.attn = CausalSelfAttention(c)
+        self.ln_2 = nn.LayerNorm(c.embed)
+        self.mlp = MLP(c)
+
+    def forward(self, x: Tensor, cache, positions: Tensor):
+        a, cache = self.attn(self.ln_1(x), cache, positions)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, cache
+
+
+class Transformer(LanguageModel):
+    carries_state = False  # the KV cache grows with the text; evaluation restarts it every window
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = c = config
+        self.wte = nn.Embedding(c.vocab_size, c.embed)
+        self.wpe = nn.Embedding(c.block_size, c.embed) if c.positional == "learned" else None
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
+        self.ln_f = nn.LayerNorm(c.embed)
+        self.head = nn.Linear(c.embed, c.vocab_size, bias=False)
+        if c.tie_weights:
+            self.head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def max_context(self) -> int | None:
+        return self.config.block_size if self.wpe is not None else None
+
+    def forward(self, idx: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        """idx (B, T) -> logits (B, T, V); state: per-layer (k, v), each (B, nh, T_past, hs)."""
+        B, T = idx.shape
+        past = state[0][0].shape[2] if state else 0
+        if self.wpe is not None and past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.config.block_size} "
+                             "(learned positions); crop the context")
+        positions = torch.arange(past, past + T, device=idx.device)
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(positions)
+        x = self.drop(x)
+        new_state: KVCache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, state[i] if state else None, positions)
+            new_state.append(kv)
+        return self.head(self.ln_f(x)), new_state
+
+    def embedding_matrix(self) -> Tensor:
+        return self.wte.weight

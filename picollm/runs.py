@@ -1,0 +1,155 @@
+"""The run directory: paths, status, atomic writes, listing and loading runs.
+
+    checkpoints/<family>-<corpus>-<fp8>/
+        config.json   status.json   metrics.csv   tokenizer.json   best.pt   last.pt
+
+Every file is written atomically (temp file in the same directory, fsync, os.replace), so a run killed
+at any instant leaves either the old or the new version of each file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from picollm.errors import CheckpointError
+
+STATUSES = ("running", "done", "failed", "diverged")
+FINISHED = ("done", "diverged")  # a run in one of these states is never retrained
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON file written by picollm; a missing or corrupt file is a one-line CheckpointError."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: not a complete picollm run (re-run training for it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete the run directory and retrain") from None
+
+
+def read_status(run_dir: Path) -> dict:
+    """status.json as a dict; {'status': 'new'} when the run has not started."""
+    path = Path(run_dir) / "status.json"
+    if not path.exists():
+        return {"status": "new"}
+    try:
+        return read_json(path)
+    except CheckpointError:
+        return {"status": "corrupt"}
+
+
+def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> dict:
+    assert status in STATUSES, status
+    previous = read_status(run_dir)
+    record = {**{k: v for k, v in previous.items() if k in ("started",)}, **extra}
+    record.update(status=status, reason=reason, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    record.setdefault("started", record["updated"])
+    atomic_write_json(Path(run_dir) / "status.json", record)
+    return record
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """torch.load(weights_only=True) with a one-line error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} is missing; train the run first (main.py / batch_train.py)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint "
+                              f"({e.__class__.__name__}); delete it to retrain from scratch") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} has no model weights; delete it to retrain from scratch")
+    return ckpt
+
+
+def list_runs(root: Path | str = "checkpoints") -> list[Path]:
+    """Every run directory (one holding a config.json) under root, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists())
+
+
+def load_config(run_dir: Path):
+    from picollm.config import RunConfig
+
+    return RunConfig.from_dict(read_json(Path(run_dir) / "config.json"))
+
+
+def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):
+    """(config, tokenizer, model in eval mode, checkpoint dict) of a trained run."""
+    from picollm.models import build_model
+    from picollm.tokenizers import load_tokenizer
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist; list runs with `ls checkpoints/`")
+    cfg = load_config(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    ckpt = load_checkpoint(run_dir / f"{which}.pt", map_location=device)
+    model = build_model(cfg, tokenizer.vocab_size)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{run_dir / (which + '.pt')} does not match its config.json "
+                              f"({str(e).splitlines()[0]}); retrain the run") from None
+    return cfg, tokenizer, model.to(device).eval(), ckpt
+
+
+def run_summary(run_dir: Path | str) -> dict[str, Any]:
+    """One flat row describing a run: its key settings, status, and the metrics at its best evaluation."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    status = read_status(run_dir)
+    row: dict[str, Any] = {"run": run_dir.name, "model": config.get("model"), "corpus": config.get("corpus"),
+                           "params": config.get("num_params"), "status": status.get("status"),
+                           "reason": status.get("reason", "")}
+    metrics_path = run_dir / "metrics.csv"
+    if metrics_path.exists():
+        m = pd.read_csv(metrics_path)
+        trained = m[m["step"] > 0]
+        if len(trained):
+            best = trained.loc[trained["val_loss"].idxmin()] if trained["val_loss"].notna().any() else trained.iloc[-1]
+            row.update(step=int(trained["step"].iloc[-1]), best_step=int(best["step"]), val_loss=float(best["val_loss"]),
+                       val_ppl=float(best["perplexity"]), val_acc=float(best["token_accuracy"]),
+                       initial_val_loss=float(m["val_loss"].iloc[0]), final_train_loss=float(trained["avg_loss"].iloc[-1]),
+                       tokens_per_sec=float(trained["tokens_per_sec"].mean()), train_seconds=float(trained["elapsed_sec"].iloc[-1]))
+    return row
