@@ -173,7 +173,8 @@ MODEL_FIELDS = frozenset({"embed", "hidden", "layers", "heads", "k", "inner_laye
 RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress"})
 RECURRENT_FAMILIES = frozenset({"lstm", "xlstm", "xlstm_lib"})
 #: keys that config.json carries besides the settings themselves
-BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "created"})
+BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "device_used",
+                              "max_steps_resolved", "train_tokens"})
 
 
 def canonical_json(obj: Any) -> str:

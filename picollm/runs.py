@@ -21,8 +21,10 @@ import torch
 
 from picollm.errors import CheckpointError
 
-STATUSES = ("running", "done", "failed", "diverged")
-FINISHED = ("done", "diverged")  # a run in one of these states is never retrained
+STATUSES = ("running", "paused", "done", "stopped", "failed", "diverged")
+#: a run in one of these states is never retrained ("stopped": ended early on purpose, e.g. by successive
+#: halving; "paused": reached a step budget below max_steps and may be continued; "failed": crashed, resumable)
+FINISHED = ("done", "stopped", "diverged")
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:

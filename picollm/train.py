@@ -204,8 +204,11 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(index=False))
 
 
-def train_run(cfg: RunConfig, *, quiet: bool = False) -> Path:
+def train_run(cfg: RunConfig, *, quiet: bool = False, stop_at_step: int | None = None) -> Path:
     """Train the run described by cfg (or resume / skip it) and return its directory.
+
+    stop_at_step pauses the run after that many steps (status 'paused', last.pt written) without changing
+    its config or schedule; calling again with a larger budget continues it (successive halving).
 
     A NaN or inf loss ends the run as 'diverged' with its metrics kept. An exception ends it as
     'failed' with the error recorded in status.json, and is re-raised.
@@ -217,7 +220,7 @@ def train_run(cfg: RunConfig, *, quiet: bool = False) -> Path:
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _train(cfg, run_dir, quiet=quiet)
+        _train(cfg, run_dir, quiet=quiet, stop_at_step=stop_at_step)
     except PicoError as e:
         write_status(run_dir, "failed", str(e))
         raise
@@ -227,7 +230,7 @@ def train_run(cfg: RunConfig, *, quiet: bool = False) -> Path:
     return run_dir
 
 
-def _train(cfg: RunConfig, run_dir: Path, quiet: bool) -> None:
+def _train(cfg: RunConfig, run_dir: Path, quiet: bool, stop_at_step: int | None) -> None:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -246,6 +249,7 @@ def _train(cfg: RunConfig, run_dir: Path, quiet: bool) -> None:
             raise ConfigError(f"the {name} split of {cfg.corpus} has {len(split)} tokens, fewer than "
                               f"--block_size {cfg.block_size} + 2; use a smaller --block_size or a larger corpus")
     max_steps = total_steps(cfg, len(train_data))
+    limit = max_steps if stop_at_step is None else min(max_steps, stop_at_step)
 
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer.vocab_size).to(device)
@@ -311,7 +315,7 @@ def _train(cfg: RunConfig, run_dir: Path, quiet: bool) -> None:
     bar = tqdm(total=max_steps, initial=ts.step, desc=run_dir.name, disable=quiet or not cfg.progress,
                dynamic_ncols=True, leave=False, mininterval=0.5)
     check_every = 1 if device.type == "cpu" else 25  # a finiteness check syncs the GPU; don't do it every step
-    while ts.step < max_steps:
+    while ts.step < limit:
         lr = lr_at(cfg, ts.step, max_steps) * ts.plateau_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -329,7 +333,7 @@ def _train(cfg: RunConfig, run_dir: Path, quiet: bool) -> None:
         carry = detach_state(new_state) if stream else None
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        is_eval_step = (ts.step + 1) % cfg.eval_interval == 0 or ts.step + 1 == max_steps
+        is_eval_step = (ts.step + 1) % cfg.eval_interval == 0 or ts.step + 1 == limit
         if is_eval_step:
             pre_norm, max_grad = grad_stats(model)
         if cfg.grad_clip > 0:
@@ -396,6 +400,8 @@ def _train(cfg: RunConfig, run_dir: Path, quiet: bool) -> None:
                                f"(best {ts.best_val:.4f} at step {ts.best_step})")
                 break
     bar.close()
+    if final_status == "done" and ts.step < max_steps and not stop_reason.startswith("early"):
+        final_status, stop_reason = "paused", f"paused at step {ts.step} of {max_steps} (step budget)"
     write_metrics(run_dir, rows)
     write_status(run_dir, final_status, stop_reason, step=ts.step, max_steps=max_steps,
                  best_val_loss=ts.best_val if math.isfinite(ts.best_val) else None, best_step=ts.best_step,

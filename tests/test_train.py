@@ -172,3 +172,15 @@ def test_block_size_longer_than_split_is_a_clear_error(tmp_path):
     small.write_text("abcdefghij" * 30)
     with pytest.raises(ConfigError, match="block_size"):
         train_run(RunConfig(corpus=str(small), model="kgram_mlp", block_size=64, out_dir=str(tmp_path), progress=False))
+
+
+def test_pause_at_a_step_budget_then_continue_equals_one_run(corpus, tmp_path):
+    overrides = dict(model="lstm", max_steps=40)
+    whole = train_run(tiny(corpus, tmp_path / "whole", **overrides))
+    cfg = tiny(corpus, tmp_path / "paused", **overrides)
+    run_dir = train_run(cfg, stop_at_step=20)
+    status = read_status(run_dir)
+    assert status["status"] == "paused" and status["step"] == 20
+    train_run(cfg)
+    assert read_status(run_dir)["status"] == "done"
+    pd.testing.assert_frame_equal(metrics(whole)[LOSS_COLUMNS], metrics(run_dir)[LOSS_COLUMNS])

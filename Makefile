@@ -1,0 +1,26 @@
+# Two commands for a fresh clone:  `make demo` (the main job) and `make test` (the test suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PICOLLM_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python main.py
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf checkpoints analysis_runs logs

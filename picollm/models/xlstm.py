@@ -1,0 +1,522 @@
+"""xLSTM language model, written from scratch after Beck et al. 2024, "xLSTM: Extended Long Short-Term Memory".
+
+A stack of residual pre-LayerNorm blocks of two kinds:
+
+- mLSTM block (pre-up-projection): matrix memory C (DH x DH per head), exponential input gate, sigmoid
+  forget gate, covariance update C_t = f C_{t-1} + i k v^T. Fully parallelisable: trained with a chunkwise
+  form (quadratic within a chunk, recurrent across chunks), stepped with the recurrent form.
+- sLSTM block (post-up-projection): scalar memory with exponential gating and block-diagonal (headwise)
+  recurrent matrices; a true recurrence, run as a loop over time, followed by a gated feed-forward.
+
+Parameters, their shapes and their initialisation mirror the official NX-AI `xlstm` library (xLSTMLMModel
+with mLSTMBlock / sLSTMBlock), so its weights can be copied in one-to-one (names differ, see the notes on
+each module). The stabilised exponential gating follows the library's formulas (including eps = 1e-6 in
+the mLSTM normaliser), so that the parallel, chunkwise and recurrent forms agree with each other and with it.
+
+The empty state ("start of text") has C = n = 0 and stabiliser m = -inf: the stabiliser is then always the
+running max of the log-gate weights, which is what the library's parallel forward (and its sLSTM cell,
+through its `n == 0` check) computes. Saved states are finite after the first token.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from picollm.errors import ConfigError
+from picollm.models.base import LanguageModel, State
+
+EPS = 1e-6  # added to the mLSTM normaliser, as in the library
+
+
+def _round_up(x: float, multiple: int) -> int:
+    return int(math.ceil(x / multiple) * multiple)
+
+
+def parse_ratio(ratio: str) -> tuple[int, int]:
+    """'a:b' -> (a, b): a mLSTM blocks for every b sLSTM blocks."""
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(ratio))
+    if not match or (int(match[1]) == 0 and int(match[2]) == 0):
+        raise ConfigError(f"--xlstm_ratio must look like 'a:b' with integers a,b >= 0, not both 0; got {ratio!r}")
+    return int(match[1]), int(match[2])
+
+
+def slstm_positions(layers: int, ratio: str) -> list[int]:
+    """Indices of the sLSTM blocks for xLSTM[a:b] with `layers` blocks, spread evenly.
+
+    Rule: the first p blocks hold floor(p * b / (a + b)) sLSTM blocks, for every p. So each group of a + b
+    blocks ends with its b sLSTM blocks spread evenly ("1:1" -> m s m s, "3:1" -> m m m s, "1:3" ->
+    m s s s), and a stack shorter than one group may get fewer sLSTM blocks than the ratio (or none).
+    """
+    a, b = parse_ratio(ratio)
+    count = [p * b // (a + b) for p in range(layers + 1)]
+    return [j for j in range(layers) if count[j + 1] > count[j]]
+
+
+@dataclass
+class XLSTMConfig:
+    vocab_size: int
+    """number of token ids"""
+    block_size: int = 64
+    """training sequence length (the model itself has no context limit)"""
+    embed: int = 64
+    """token embedding size (linear in / out projections when it differs from hidden)"""
+    hidden: int = 128
+    """block width: the residual stream's size"""
+    layers: int = 2
+    """number of blocks"""
+    heads: int = 4
+    """memory heads of every mLSTM and sLSTM cell"""
+    dropout: float = 0.0
+    """dropout after each block's output projection and on the sLSTM cell output"""
+    tie_weights: bool = True
+    """share the input embedding and the output projection"""
+    xlstm_ratio: str = "1:1"
+    """xLSTM[a:b]: a mLSTM blocks for every b sLSTM blocks ('1:0' all mLSTM, '0:1' all sLSTM)"""
+
+    # fixed architecture constants (class-level: the registry fills every *field* from the run config)
+    conv_kernel: ClassVar[int] = 4  # causal depthwise conv in front of q, k (mLSTM) and i, f (sLSTM)
+    mlstm_proj_factor: ClassVar[float] = 2.0  # mLSTM up-projection
+    qkv_blocksize: ClassVar[int] = 4  # q, k, v are block-diagonal with 4 x 4 blocks
+    ffn_proj_factor: ClassVar[float] = 4 / 3  # sLSTM block's gated feed-forward
+    round_to: ClassVar[int] = 64  # up-projection widths are rounded up to a multiple of this
+    chunk_size: ClassVar[int] = 64  # mLSTM chunkwise form: tokens per chunk
+
+    def __post_init__(self) -> None:
+        for name in ["vocab_size", "embed", "hidden", "layers", "heads"]:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"xlstm: --{name} must be a positive integer; got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"xlstm: --dropout must be in [0, 1); got {self.dropout}")
+        if self.hidden % self.heads:
+            raise ConfigError(f"xlstm: --hidden {self.hidden} must be divisible by --heads {self.heads}")
+        slstm_at = slstm_positions(self.layers, self.xlstm_ratio)  # validates the ratio string
+        if len(slstm_at) < self.layers and self.inner % self.heads:
+            raise ConfigError(f"xlstm: the mLSTM width {self.inner} (2 * --hidden rounded up to a multiple of 64) "
+                              f"must be divisible by --heads {self.heads}")
+
+    @property
+    def inner(self) -> int:
+        """mLSTM block's up-projected width."""
+        return _round_up(self.mlstm_proj_factor * self.hidden, self.round_to)
+
+    @property
+    def ffn_dim(self) -> int:
+        """sLSTM block's feed-forward width."""
+        return _round_up(self.ffn_proj_factor * self.hidden, self.round_to)
+
+    @property
+    def slstm_at(self) -> list[int]:
+        return slstm_positions(self.layers, self.xlstm_ratio)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# mLSTM cell: three forms of the same computation
+#   q, k, v (B, NH, T, DH); i, f gate pre-activations (B, NH, T); state (C (B, NH, DH, DH), n (B, NH, DH),
+#   m (B, NH)) with C = sum_j w_j k_j v_j^T, n = sum_j w_j k_j stored divided by exp(m).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def mlstm_empty_state(q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    B, NH, _, DH = q.shape
+    return (q.new_zeros(B, NH, DH, DH), q.new_zeros(B, NH, DH), q.new_full((B, NH), -math.inf))
+
+
+def mlstm_step(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state, eps: float = EPS):
+    """One token: q, k, v (B, NH, DH), i, f (B, NH) -> h (B, NH, DH), new state."""
+    C, n, m = state
+    k = k / math.sqrt(k.shape[-1])
+    logf = F.logsigmoid(f)
+    m_new = torch.maximum(logf + m, i)  # stabiliser: the largest log weight in the memory
+    fg = torch.exp(logf + m - m_new)[..., None]  # (B, NH, 1)
+    ig = torch.exp(i - m_new)[..., None]
+    C = fg[..., None] * C + ig[..., None] * (k[..., :, None] * v[..., None, :])  # (B, NH, DH, DH)
+    n = fg * n + ig * k
+    num = (q[..., None, :] @ C).squeeze(-2)  # q^T C: (B, NH, DH)
+    den = (q * n).sum(-1, keepdim=True)
+    h = num / (torch.maximum(den.abs(), torch.exp(-m_new)[..., None]) + eps)
+    return h, (C, n, m_new)
+
+
+def mlstm_recurrent(q, k, v, i, f, state=None, eps: float = EPS):
+    """Recurrent form: a loop of `mlstm_step` over T. Returns h (B, NH, T, DH) and the final state."""
+    state = mlstm_empty_state(q) if state is None else state
+    hs = []
+    for t in range(q.shape[2]):
+        h, state = mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], state, eps)
+        hs.append(h)
+    return torch.stack(hs, dim=2), state
+
+
+def mlstm_parallel(q, k, v, i, f, eps: float = EPS):
+    """Parallel form from the empty state (as the library's `parallel_stabilized_simple`): the (T, T) causal
+    decay matrix D_tj = exp(sum_{j<s<=t} log f_s + i_j), stabilised row-wise. Memory quadratic in T."""
+    T, DH = q.shape[2], q.shape[3]
+    k = k / math.sqrt(DH)
+    b = F.logsigmoid(f).cumsum(-1)  # (B, NH, T) log of the product of forget gates up to t
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    logD = (b[..., :, None] - b[..., None, :] + i[..., None, :]).masked_fill(~causal, -math.inf)  # (B, NH, T, T)
+    m = logD.max(-1).values  # (B, NH, T) row-wise stabiliser == the recurrent m_t
+    D = torch.exp(logD - m[..., None])
+    S = (q @ k.transpose(-1, -2)) * D  # (B, NH, T, T)
+    den = torch.maximum(S.sum(-1, keepdim=True).abs(), torch.exp(-m)[..., None])
+    h = (S / (den + eps)) @ v  # (B, NH, T, DH)
+    w = D[:, :, -1]  # (B, NH, T) weights of every input in the final memory, relative to exp(m_T)
+    state = ((k * w[..., None]).transpose(-1, -2) @ v, (k * w[..., None]).sum(-2), m[..., -1])
+    return h, state
+
+
+def mlstm_chunkwise(q, k, v, i, f, state=None, chunk_size: int = 64, eps: float = EPS):
+    """Chunkwise form: the parallel form inside chunks of `chunk_size` tokens, the recurrent (C, n, m) state
+    between chunks. Memory O(T * chunk_size). T need not be a multiple of chunk_size."""
+    B, NH, T, DH = q.shape
+    C, n, m = mlstm_empty_state(q) if state is None else state
+    L = min(chunk_size, T)
+    NS = -(-T // L)
+    k = k / math.sqrt(DH)
+    logf = F.logsigmoid(f)
+    pad = NS * L - T
+    if pad:  # padded steps keep the memory as it is: forget gate 1 (log 0), input gate 0 (log -inf)
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        i = F.pad(i, (0, pad), value=-math.inf)
+        logf = F.pad(logf, (0, pad), value=0.0)
+    q, k, v = (x.view(B, NH, NS, L, DH) for x in (q, k, v))  # (B, NH, NS, L, DH)
+    i = i.view(B, NH, NS, L)
+    b = logf.view(B, NH, NS, L).cumsum(-1)  # (B, NH, NS, L) log forget-gate product from the chunk start
+
+    # each chunk's own contribution to the memory at its end, stabilised by its own max m_loc
+    a = b[..., -1:] - b + i  # (B, NH, NS, L) log weight of input j at the chunk end
+    m_loc = a.max(-1).values  # (B, NH, NS)
+    kw = k * torch.exp(a - m_loc[..., None])[..., None]  # (B, NH, NS, L, DH)
+    kv, ksum = kw.transpose(-1, -2) @ v, kw.sum(-2)  # (B, NH, NS, DH, DH), (B, NH, NS, DH)
+
+    # recurrence across chunks: the state entering each chunk
+    C_in, n_in, m_in = [], [], []
+    for c in range(NS):
+        C_in.append(C)
+        n_in.append(n)
+        m_in.append(m)
+        b_end = b[:, :, c, -1]
+        m_new = torch.maximum(b_end + m, m_loc[:, :, c])
+        decay, scale = torch.exp(b_end + m - m_new), torch.exp(m_loc[:, :, c] - m_new)  # (B, NH)
+        C = decay[..., None, None] * C + scale[..., None, None] * kv[:, :, c]
+        n = decay[..., None] * n + scale[..., None] * ksum[:, :, c]
+        m = m_new
+    C_in, n_in, m_in = torch.stack(C_in, 2), torch.stack(n_in, 2), torch.stack(m_in, 2)  # (B, NH, NS, ...)
+
+    # outputs: intra-chunk (parallel form) + the incoming memory decayed to each position
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    logD = (b[..., :, None] - b[..., None, :] + i[..., None, :]).masked_fill(~causal, -math.inf)  # (B,NH,NS,L,L)
+    g = b + m_in[..., None]  # (B, NH, NS, L) log weight of the incoming memory at each position
+    m_row = torch.maximum(g, logD.max(-1).values)  # (B, NH, NS, L) == the recurrent m_t
+    S = (q @ k.transpose(-1, -2)) * torch.exp(logD - m_row[..., None])  # (B, NH, NS, L, L)
+    s = torch.exp(g - m_row)[..., None]  # (B, NH, NS, L, 1)
+    num = S @ v + s * (q @ C_in)
+    den = S.sum(-1, keepdim=True) + s * (q @ n_in[..., None])
+    h = num / (torch.maximum(den.abs(), torch.exp(-m_row)[..., None]) + eps)
+    return h.reshape(B, NH, NS * L, DH)[:, :, :T], (C, n, m)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sLSTM cell: the recurrence, vectorised over heads and batch
+# ----------------------------------------------------------------------------------------------------------
+
+
+def slstm_scan(wx: Tensor, R: Tensor, state=None):
+    """wx (T, NH, B, 4*DH): input pre-activations + bias, gates in the order i, f, z, o per head;
+    R (NH, DH, 4*DH): headwise recurrent kernel (h_{t-1} of a head feeds only that head's gates);
+    state (c, n, m, h), each (NH, B, DH). Returns h for every step (T, NH, B, DH) and the final state."""
+    T, NH, B, G = wx.shape
+    DH = G // 4
+    if state is None:
+        zeros = wx.new_zeros(NH, B, DH)
+        state = (zeros, zeros, wx.new_full((NH, B, DH), -math.inf), zeros)
+    c, n, m, h = state
+    hs = []
+    for t in range(T):
+        i, f, z, o = torch.baddbmm(wx[t], h, R).split(DH, dim=-1)  # each (NH, B, DH)
+        logfm = m + F.logsigmoid(f)
+        m = torch.maximum(i, logfm)  # stabiliser: exp(i - m), exp(log f + m_prev - m) are <= 1
+        ig, fg = torch.exp(i - m), torch.exp(logfm - m)
+        c = fg * c + ig * torch.tanh(z)
+        n = fg * n + ig
+        h = torch.sigmoid(o) * c / n
+        hs.append(h)
+    return torch.stack(hs), (c, n, m, h)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# modules
+# ----------------------------------------------------------------------------------------------------------
+
+
+class LayerNorm(nn.Module):
+    """Bias-free LayerNorm whose gain is stored as an offset from 1 (zero-initialised), as in the library."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (x.shape[-1],), 1.0 + self.weight, None, self.eps)
+
+
+class MultiHeadNorm(LayerNorm):
+    """GroupNorm with one group per head (each head's DH outputs normalised on their own)."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        """h (B, NH, T, DH) -> (B, T, NH * DH)."""
+        B, NH, T, DH = h.shape
+        x = h.transpose(1, 2).reshape(B * T, NH * DH)  # (B*T, NH*DH)
+        return F.group_norm(x, NH, 1.0 + self.weight, None, self.eps).view(B, T, NH * DH)
+
+
+class HeadwiseLinear(nn.Module):
+    """Block-diagonal linear map without bias: the input is split into `blocks` groups, each mapped by its
+    own square matrix. weight (blocks, out, in) as the library's LinearHeadwiseExpand."""
+
+    def __init__(self, dim: int, blocks: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(blocks, dim // blocks, dim // blocks))
+
+    def dense(self) -> Tensor:
+        """(dim, dim) block-diagonal matrix: one small dense matmul beats a batch of tiny ones on CPU."""
+        nb, o, d = self.weight.shape
+        eye = torch.eye(nb, dtype=self.weight.dtype, device=self.weight.device)
+        return (self.weight[:, :, None, :] * eye[:, None, :, None]).reshape(nb * o, nb * d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.dense())
+
+
+def causal_conv(x: Tensor, conv: nn.Conv1d, buf: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Depthwise causal conv. x (B, T, D), buf (B, K-1, D) the previous inputs (zeros at the start).
+    Returns y (B, T, D) and the new buffer (the last K-1 inputs)."""
+    K = conv.kernel_size[0]
+    if buf is None:
+        buf = x.new_zeros(x.shape[0], K - 1, x.shape[2])
+    xp = torch.cat([buf, x], dim=1)  # (B, K-1+T, D)
+    y = F.conv1d(xp.transpose(1, 2), conv.weight, conv.bias, groups=x.shape[2]).transpose(1, 2)  # (B, T, D)
+    return y, xp[:, xp.shape[1] - (K - 1):]
+
+
+def _small_init(w: Tensor, dim: int) -> None:
+    nn.init.normal_(w, std=math.sqrt(2 / (5 * dim)))
+
+
+def _wang_init(w: Tensor, dim: int, num_blocks: int) -> None:
+    nn.init.normal_(w, std=2 / num_blocks / math.sqrt(dim))
+
+
+class _FullPrecision:
+    """Run the cells in >= float32 under autocast: the exponential gates overflow in half precision."""
+
+    def __init__(self, x: Tensor):
+        self.on = torch.is_autocast_enabled(x.device.type)
+        self.ctx = torch.autocast(x.device.type, enabled=False) if self.on else None
+
+    def __enter__(self):
+        if self.ctx:
+            self.ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.ctx:
+            self.ctx.__exit__(*exc)
+
+    def cast(self, *ts: Tensor) -> list[Tensor]:
+        return [t.float() if self.on and t.dtype in (torch.float16, torch.bfloat16) else t for t in ts]
+
+
+class MLSTMBlock(nn.Module):
+    """x + mLSTMLayer(LayerNorm(x)). Library names: norm = xlstm_norm, the rest = xlstm.<same name>
+    (conv = conv1d.conv, outnorm = mlstm_cell.outnorm, igate / fgate = mlstm_cell.igate / fgate).
+
+    state: (C (B, NH, DH, DH), n (B, NH, DH), m (B, NH), conv buffer (B, K-1, inner))."""
+
+    #: "chunkwise" (training default), "parallel" (quadratic; one chunk when a state is carried in) or
+    #: "recurrent" (loop over time). A single token always takes the recurrent step.
+    backend: str = "chunkwise"
+
+    def __init__(self, cfg: XLSTMConfig):
+        super().__init__()
+        H, D, NH = cfg.hidden, cfg.inner, cfg.heads  # D: the up-projected width
+        self.heads, self.chunk_size = NH, cfg.chunk_size
+        self.norm = LayerNorm(H)
+        self.proj_up = nn.Linear(H, 2 * D, bias=False)  # -> x branch, z (output gate) branch
+        self.conv = nn.Conv1d(D, D, cfg.conv_kernel, groups=D, bias=True)  # PyTorch default init, as library
+        self.q_proj = HeadwiseLinear(D, D // cfg.qkv_blocksize)
+        self.k_proj = HeadwiseLinear(D, D // cfg.qkv_blocksize)
+        self.v_proj = HeadwiseLinear(D, D // cfg.qkv_blocksize)
+        self.igate = nn.Linear(3 * D, NH)  # gate pre-activations from [q, k, v], one per head
+        self.fgate = nn.Linear(3 * D, NH)
+        self.outnorm = MultiHeadNorm(D)
+        self.learnable_skip = nn.Parameter(torch.ones(D))
+        self.proj_down = nn.Linear(D, H, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        _small_init(self.proj_up.weight, H)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            _small_init(proj.weight, H)  # the library uses the block width here, not the inner width
+        nn.init.zeros_(self.igate.weight)
+        nn.init.normal_(self.igate.bias, std=0.1)
+        nn.init.zeros_(self.fgate.weight)
+        with torch.no_grad():  # forget gates start open: sigmoid(3..6) = 0.95..0.998
+            self.fgate.bias.copy_(torch.linspace(3.0, 6.0, NH))
+        _wang_init(self.proj_down.weight, H, cfg.layers)
+
+    def cell(self, q, k, v, i, f, state):
+        T = q.shape[2]
+        if T == 1 or self.backend == "recurrent":
+            return mlstm_recurrent(q, k, v, i, f, state)
+        if self.backend == "parallel":
+            return mlstm_parallel(q, k, v, i, f) if state is None else mlstm_chunkwise(q, k, v, i, f, state, T)
+        if self.backend == "chunkwise":
+            return mlstm_chunkwise(q, k, v, i, f, state, self.chunk_size)
+        raise ValueError(f"unknown mLSTM backend {self.backend!r}")
+
+    def forward(self, x: Tensor, state: State = None) -> tuple[Tensor, State]:
+        """x (B, T, H) -> (B, T, H), state."""
+        B, T, _ = x.shape
+        NH = self.heads
+        cell_state, buf = (None, None) if state is None else (tuple(state[:3]), state[3])
+        xm, z = self.proj_up(self.norm(x)).chunk(2, dim=-1)  # (B, T, D) each
+        xc, buf = causal_conv(xm, self.conv, buf)
+        xc = F.silu(xc)
+        q, k, v = self.q_proj(xc), self.k_proj(xc), self.v_proj(xm)  # v skips the conv
+        qkv = torch.cat([q, k, v], dim=-1)  # (B, T, 3D)
+        i, f = self.igate(qkv).transpose(1, 2), self.fgate(qkv).transpose(1, 2)  # (B, NH, T)
+        q, k, v = (t.view(B, T, NH, -1).transpose(1, 2) for t in (q, k, v))  # (B, NH, T, DH)
+        with _FullPrecision(x) as fp:
+            h, cell_state = self.cell(*fp.cast(q, k, v, i, f), cell_state)  # (B, NH, T, DH)
+        h = self.outnorm(h)  # (B, T, D)
+        h = (h + self.learnable_skip * xc) * F.silu(z)
+        return x + self.dropout(self.proj_down(h)), (*cell_state, buf)
+
+
+class SLSTMBlock(nn.Module):
+    """x + sLSTMLayer(LayerNorm(x)), then x + GatedFFN(LayerNorm(x)). Library names: norm = xlstm_norm,
+    conv = xlstm.conv1d.conv, {i,f,z,o}gate = xlstm.{i,f,z,o}gate, group_norm = xlstm.group_norm,
+    R / bias = xlstm.slstm_cell.recurrent_kernel / bias (external layouts (NH, DH, 4, DH) / (NH, 4, DH)),
+    ffn_norm, ffn_up / ffn_down = ffn.proj_up / proj_down.
+    Note: the library's sLSTMLayer.forward feeds its `fgate` module into the input-gate slot and its
+    `igate` module into the forget-gate slot (its step() does not); copy weights accordingly.
+
+    state: (c, n, m, h) each (B, NH, DH), conv buffer (B, K-1, H)."""
+
+    def __init__(self, cfg: XLSTMConfig, block_idx: int):
+        super().__init__()
+        H, NH = cfg.hidden, cfg.heads
+        DH = H // NH
+        self.heads = NH
+        self.norm = LayerNorm(H)
+        self.conv = nn.Conv1d(H, H, cfg.conv_kernel, groups=H, bias=True)
+        self.igate, self.fgate = HeadwiseLinear(H, NH), HeadwiseLinear(H, NH)  # from the conv output
+        self.zgate, self.ogate = HeadwiseLinear(H, NH), HeadwiseLinear(H, NH)  # from the raw input
+        self.R = nn.Parameter(torch.zeros(NH, DH, 4, DH))  # (head, input dim, gate, output dim)
+        self.bias = nn.Parameter(torch.zeros(NH, 4, DH))  # (head, gate, dim)
+        self.group_norm = MultiHeadNorm(H)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.ffn_norm = LayerNorm(H)
+        self.ffn_up = nn.Linear(H, 2 * cfg.ffn_dim, bias=False)  # -> GeLU gate, value
+        self.ffn_down = nn.Linear(cfg.ffn_dim, H, bias=False)
+        for gate in (self.igate, self.fgate, self.zgate, self.ogate):
+            _small_init(gate.weight, H)
+        # forget-gate bias "powerlaw_blockdependent": from +5 (remember) to -7 (forget) across each head's
+        # units, with a curve that depends on the block's depth
+        depth = block_idx / (cfg.layers - 1) if cfg.layers > 1 else 0.0
+        ramp = torch.arange(DH) / max(DH - 1, 1)
+        with torch.no_grad():
+            self.bias[:, 1] = -(-5.0 + 12.0 * ramp ** (0.3 + 1.3 * depth))
+        _small_init(self.ffn_up.weight, H)
+        _wang_init(self.ffn_down.weight, H, cfg.layers)
+
+    def forward(self, x: Tensor, state: State = None) -> tuple[Tensor, State]:
+        """x (B, T, H) -> (B, T, H), state."""
+        B, T, H = x.shape
+        NH = self.heads
+        DH = H // NH
+        cell_state, buf = (None, None) if state is None else (tuple(s.transpose(0, 1) for s in state[:4]), state[4])
+        xn = self.norm(x)
+        xc, buf = causal_conv(xn, self.conv, buf)
+        xc = F.silu(xc)
+        # all input projections at once, outside the time loop
+        pre = torch.stack([self.igate(xc), self.fgate(xc), self.zgate(xn), self.ogate(xn)], dim=2)  # (B, T, 4, H)
+        pre = pre.view(B, T, 4, NH, DH).permute(1, 3, 0, 2, 4) + self.bias[None, :, None]  # (T, NH, B, 4, DH)
+        R = self.R.view(NH, DH, 4 * DH)
+        with _FullPrecision(x) as fp:
+            wx, R = fp.cast(pre.reshape(T, NH, B, 4 * DH), R)
+            hs, cell_state = slstm_scan(wx, R, cell_state)  # (T, NH, B, DH)
+        hs = self.dropout(hs.to(x.dtype).permute(2, 1, 0, 3))  # (B, NH, T, DH)
+        x = x + self.group_norm(hs)  # the sLSTM block has no output projection
+        gate, val = self.ffn_up(self.ffn_norm(x)).chunk(2, dim=-1)
+        x = x + self.dropout(self.ffn_down(F.gelu(gate) * val))
+        return x, (*(s.transpose(0, 1) for s in cell_state), buf)
+
+
+class XLSTM(LanguageModel):
+    """Embedding -> [in-projection] -> blocks -> LayerNorm -> [out-projection] -> head.
+
+    forward(idx (B, T), state) -> logits (B, T, V), state: a list with one tuple of tensors per block.
+    Library names: wte = token_embedding, blocks.j = xlstm_block_stack.blocks.j, ln_f =
+    xlstm_block_stack.post_blocks_norm, lm_head = lm_head (proj_in / proj_out exist only when embed != hidden
+    and have no library counterpart)."""
+
+    carries_state = True
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__()
+        self.config = cfg = config
+        slstm_at = set(cfg.slstm_at)
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.embed)
+        self.proj_in = nn.Linear(cfg.embed, cfg.hidden, bias=False) if cfg.embed != cfg.hidden else None
+        self.blocks = nn.ModuleList(
+            SLSTMBlock(cfg, j) if j in slstm_at else MLSTMBlock(cfg) for j in range(cfg.layers)
+        )
+        self.ln_f = LayerNorm(cfg.hidden)
+        self.proj_out = nn.Linear(cfg.hidden, cfg.embed, bias=False) if cfg.embed != cfg.hidden else None
+        self.lm_head = nn.Linear(cfg.embed, cfg.vocab_size, bias=False)
+        _small_init(self.wte.weight, cfg.embed)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        else:
+            _small_init(self.lm_head.weight, cfg.embed)
+        for proj in (self.proj_in, self.proj_out):
+            if proj is not None:
+                _small_init(proj.weight, proj.in_features)
+
+    @property
+    def block_types(self) -> str:
+        """e.g. 'msms': the kind of each block, bottom to top."""
+        return "".join("s" if isinstance(b, SLSTMBlock) else "m" for b in self.blocks)
+
+    def set_mlstm_backend(self, backend: str, chunk_size: int | None = None) -> None:
+        """Choose the mLSTM form ("chunkwise", "parallel", "recurrent"); all give the same results."""
+        for block in self.blocks:
+            if isinstance(block, MLSTMBlock):
+                block.backend = backend
+                block.chunk_size = chunk_size or block.chunk_size
+
+    def forward(self, idx: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """idx (B, T) int64 -> logits (B, T, V), state after the last position."""
+        x = self.wte(idx)  # (B, T, E)
+        if self.proj_in is not None:
+            x = self.proj_in(x)  # (B, T, H)
+        new_state = []
+        for j, block in enumerate(self.blocks):
+            x, s = block(x, None if state is None else state[j])
+            new_state.append(s)
+        x = self.ln_f(x)
+        if self.proj_out is not None:
+            x = self.proj_out(x)
+        return self.lm_head(x), new_state
+
+    def embedding_matrix(self) -> Tensor:
+        return self.wte.weight
