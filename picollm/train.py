@@ -218,6 +218,8 @@ def train_run(cfg: RunConfig, *, quiet: bool = False, stop_at_step: int | None =
     if status["status"] in FINISHED:
         log.info(f"{run_dir.name}: already {status['status']} ({status.get('reason', '')}); nothing to train")
         return run_dir
+    resolve_device(cfg.device)  # user mistakes (no CUDA, missing corpus) fail before anything is written
+    data_mod.load_splits(cfg.corpus)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         _train(cfg, run_dir, quiet=quiet, stop_at_step=stop_at_step)

@@ -184,3 +184,15 @@ def test_pause_at_a_step_budget_then_continue_equals_one_run(corpus, tmp_path):
     train_run(cfg)
     assert read_status(run_dir)["status"] == "done"
     pd.testing.assert_frame_equal(metrics(whole)[LOSS_COLUMNS], metrics(run_dir)[LOSS_COLUMNS])
+
+
+def test_plateau_schedule_decays_lr_when_val_loss_stalls(corpus, tmp_path, monkeypatch):
+    cfg = tiny(corpus, tmp_path, model="kgram_mlp", max_steps=60, schedule="plateau", plateau_patience=2,
+               plateau_factor=0.5, warmup_steps=0, lr=1e-3)
+    losses = iter([5.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9])  # best at step 10, then no improvement
+    monkeypatch.setattr(train_mod, "evaluate",
+                        lambda *a, **k: {"loss": (v := next(losses)), "perplexity": math.exp(v), "accuracy": 0.1, "tokens": 1})
+    run_dir = train_run(cfg)
+    lrs = list(metrics(run_dir)["learning_rate"])
+    # row lr = lr used for the steps before that evaluation; two stalls (steps 20, 30) halve it for steps 31+
+    assert lrs[1:] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
