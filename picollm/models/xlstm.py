@@ -16,6 +16,17 @@ the mLSTM normaliser), so that the parallel, chunkwise and recurrent forms agree
 The empty state ("start of text") has C = n = 0 and stabiliser m = -inf: the stabiliser is then always the
 running max of the log-gate weights, which is what the library's parallel forward (and its sLSTM cell,
 through its `n == 0` check) computes. Saved states are finite after the first token.
+
+Differences from the library (xlstm 2.0.6), for whoever copies weights across:
+- its mLSTM step() starts from m = 0, so its own stepping differs slightly from its forward; ours matches
+  its forward. Our mLSTM state is n (B, NH, DH), m (B, NH) where it has (B, NH, DH, 1), (B, NH, 1, 1).
+- sLSTM: our R (NH, DH, 4, DH) and bias (NH, 4, DH) are its `recurrent_kernel` / `bias` proxies (external
+  layout); its state_dict holds backend-internal layouts (`_recurrent_kernel_`, `_bias_`). Gate names swap,
+  see SLSTMBlock. Its CPU path needs sLSTMLayerConfig(backend="vanilla").
+- feed-forward factor 4/3 (paper) where its FeedForwardConfig defaults to 1.3: the same width after
+  rounding up to a multiple of 64 for most sizes (hidden 128 -> 192 both). Our FFN also applies dropout
+  (its stack leaves the FFN's dropout at 0). No embedding dropout, as its default.
+- embed != hidden adds in / out projections, which it does not have (it has embed == hidden).
 """
 
 from __future__ import annotations
@@ -287,14 +298,10 @@ class HeadwiseLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(blocks, dim // blocks, dim // blocks))
 
-    def dense(self) -> Tensor:
-        """(dim, dim) block-diagonal matrix: one small dense matmul beats a batch of tiny ones on CPU."""
-        nb, o, d = self.weight.shape
-        eye = torch.eye(nb, dtype=self.weight.dtype, device=self.weight.device)
-        return (self.weight[:, :, None, :] * eye[:, None, :, None]).reshape(nb * o, nb * d)
-
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.dense())
+        nb, o, d = self.weight.shape
+        y = torch.einsum("...hd,hod->...ho", x.view(*x.shape[:-1], nb, d), self.weight)  # (..., nb, o)
+        return y.reshape(*x.shape[:-1], nb * o)
 
 
 def causal_conv(x: Tensor, conv: nn.Conv1d, buf: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -406,8 +413,9 @@ class SLSTMBlock(nn.Module):
     conv = xlstm.conv1d.conv, {i,f,z,o}gate = xlstm.{i,f,z,o}gate, group_norm = xlstm.group_norm,
     R / bias = xlstm.slstm_cell.recurrent_kernel / bias (external layouts (NH, DH, 4, DH) / (NH, 4, DH)),
     ffn_norm, ffn_up / ffn_down = ffn.proj_up / proj_down.
-    Note: the library's sLSTMLayer.forward feeds its `fgate` module into the input-gate slot and its
-    `igate` module into the forget-gate slot (its step() does not); copy weights accordingly.
+    Note: the library's sLSTMLayer (xlstm 2.0.6, forward and step) feeds its `fgate` module into the
+    input-gate slot and its `igate` module into the forget-gate slot: copy its fgate.weight into our
+    igate.weight and its igate.weight into our fgate.weight.
 
     state: (c, n, m, h) each (B, NH, DH), conv buffer (B, K-1, H)."""
 
