@@ -71,6 +71,11 @@ class RunConfig:
     progress: bool = _f(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:
+        # lr=1 and lr=1.0 are the same setting: make float fields floats so they fingerprint alike
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
         self.validate()
 
     # ------------------------------------------------------------------------------------------------

@@ -140,7 +140,15 @@ def corpus_identity(corpus: str) -> str:
     path = _local_path(corpus)
     if path is None:
         return corpus
-    return "file:" + _sha256(_check_local(path))
+    path = _check_local(path)
+    stat = path.stat()
+    return _file_identity(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_identity(path: str, size: int, mtime_ns: int) -> str:
+    # keyed on size and mtime too, so an edited file is hashed again; a batch asks for this many times
+    return "file:" + _sha256(Path(path))
 
 
 def _check_local(path: Path) -> Path:

@@ -66,3 +66,7 @@ def test_resolved_config_is_json_and_round_trips():
     text = json.dumps(cfg.resolved().to_dict())
     again = RunConfig.from_dict(json.loads(text))
     assert again.fingerprint() == cfg.fingerprint()
+
+
+def test_int_and_float_spellings_of_a_float_setting_are_the_same_run():
+    assert RunConfig(lr=1, dropout=0).fingerprint() == RunConfig(lr=1.0, dropout=0.0).fingerprint()

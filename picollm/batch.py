@@ -1,0 +1,735 @@
+"""Train many configs: local worker processes or Ray tasks, GPU packing, successive halving, the manifest.
+
+    report = train_batch(preset="fast", workers=2)            # or space="my_space.yaml"; see train_batch
+    report.exit_code, report.outcomes, report.manifest_path
+
+Scripts call add_batch_args(parser) and train_batch_from_args(args) (= train_batch(**batch_kwargs(args))).
+
+Every config goes through train_run, which is idempotent: a finished run (done / stopped / diverged) is
+skipped, an interrupted one resumes from last.pt. So a batch killed at any moment (SIGKILL included) is
+finished by running the same command again, with the same metrics as if it had never stopped.
+--no-skip_existing retrains: just before a run starts, its old directory is renamed to
+<out_dir>/.replaced/, and deleted once the new run has trained without failing.
+
+- local backend: `workers` processes (forked from a forkserver that imported torch once, or spawned), each
+  with threads = cores // workers torch threads. A worker that dies (killed, out of memory) fails only the
+  run it was training and is replaced; workers exit when the batch process dies. With CUDA, worker slot i
+  uses cuda:(i % GPUs), and --runs_per_gpu K starts K workers per GPU (packing small runs).
+- ray backend: the same train_run as Ray tasks (num_cpus=threads, num_gpus=--gpus_per_run), on a local
+  Ray or on a cluster (--address HOST:PORT; --out_dir must then be a filesystem every node shares, and
+  every node needs picollm installed).
+- halving sampler: successive halving over the sampled configs (rungs from search.halving_schedule);
+  eliminated runs are marked 'stopped' with their rank and keep their metrics.
+- --continue_best N: the best finished run (lowest val loss) trains N more epochs from its best.pt, as a
+  new run whose config names it as `parent`.
+
+Each batch holds a lock on <out_dir>/.batch.lock (two batches never train the same run at once), logs to
+logs/<timestamp>-batch.log, and keeps logs/<timestamp>-batch.json (configs, fingerprints, run dirs,
+outcomes, timings, halving rankings) current after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait as wait_any
+from pathlib import Path
+from typing import Any
+
+from picollm.cli import add_config_args, config_overrides
+from picollm.config import RunConfig
+from picollm.errors import ConfigError, PicoError
+from picollm.log import get_logger, setup_logging
+from picollm.runs import FINISHED, atomic_write_json, read_status, run_summary, write_status
+from picollm.search import PRESETS, SAMPLERS, halving_schedule, load_space, rung_budget, sample
+
+log = get_logger()
+
+#: RunConfig fields that the batch sets itself, or whose flag name the batch uses for something else
+BATCH_OWNED = ("seed", "max_steps", "out_dir", "device", "parent", "progress")
+OUTCOMES = ("done", "skipped", "failed", "diverged", "stopped", "paused")
+
+
+# --------------------------------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------------------------------
+def add_batch_args(parser: argparse.ArgumentParser) -> None:
+    """The batch flags, then one override flag per RunConfig field (applied on top of every sampled config)."""
+    g = parser.add_argument_group("batch")
+    g.add_argument("--preset", help=f"named search space: {', '.join(PRESETS)} (default: pico)")
+    g.add_argument("--space", metavar="FILE", help="search space file (.yaml / .json; format: picollm/search.py)")
+    g.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the space's own)")
+    g.add_argument("--n_runs", type=int, help="configs to draw (random / halving; grid: the first n)")
+    g.add_argument("--seed", type=int, default=0, help="sampler seed (the runs' own seed is a run setting)")
+    g.add_argument("--workers", type=int, help="parallel runs (default: one per core, or --runs_per_gpu per GPU)")
+    g.add_argument("--max_steps", type=int, help="cap every config's step budget (a quick batch)")
+    g.add_argument("--skip_existing", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip finished runs (--no-skip_existing retrains them; the old run is kept until "
+                        "the new one has run)")
+    g.add_argument("--continue_best", type=float, metavar="EPOCHS",
+                   help="then train the best finished run for this many more epochs (default: the space's)")
+    g.add_argument("--eta", type=int, help="halving: keep the best 1/eta at every rung (default: the space's, 3)")
+    g.add_argument("--device", help="cpu, cuda, cuda:N or mps for every run (default: the space's, cpu)")
+    g.add_argument("--dry_run", action="store_true", help="print the configs and which are done; train nothing")
+    g.add_argument("--out_dir", default="checkpoints", help="root directory of run directories")
+    g.add_argument("--log_dir", default="logs", help="where the batch log and manifest go")
+    g.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
+    g.add_argument("--address", metavar="HOST:PORT", help="Ray cluster to join (--backend ray; default: a local Ray)")
+    g.add_argument("--gpus_per_run", type=float, help="Ray: GPUs reserved per run, e.g. 0.25 packs 4 per GPU")
+    g.add_argument("--runs_per_gpu", type=int, help="runs that share each GPU (local: K workers per GPU; Ray: 1/K GPU)")
+    add_config_args(parser, exclude=BATCH_OWNED, group_title="run settings (override every sampled config)")
+
+
+def batch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """train_batch's keyword arguments from parsed add_batch_args flags."""
+    names = ("preset", "space", "sampler", "n_runs", "seed", "workers", "max_steps", "skip_existing",
+             "continue_best", "eta", "device", "dry_run", "out_dir", "log_dir", "backend", "address",
+             "gpus_per_run", "runs_per_gpu")
+    overrides = {k: v for k, v in config_overrides(args).items() if k not in BATCH_OWNED}  # --seed etc. are ours
+    return {**{n: getattr(args, n) for n in names}, "overrides": overrides}
+
+
+def train_batch_from_args(args: argparse.Namespace) -> BatchReport:
+    return train_batch(**batch_kwargs(args))
+
+
+# --------------------------------------------------------------------------------------------------
+# jobs and outcomes
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    cfg: RunConfig
+    stop_at_step: int | None = None
+    """pause the run at this step (a halving rung); None trains it to the end"""
+    stage: str = "train"
+    fresh: bool = False
+    """retrain from scratch (--no-skip_existing): an existing run directory is moved aside first"""
+
+
+@dataclass
+class Outcome:
+    """What happened to one config in one stage of the batch."""
+
+    run: str
+    fingerprint: str
+    run_dir: str
+    stage: str
+    outcome: str
+    """done, skipped (finished before this batch), failed, diverged, stopped, paused, or planned (dry run)"""
+    reason: str = ""
+    seconds: float = 0.0
+    step: int | None = None
+    val_loss: float | None = None
+
+
+@dataclass
+class BatchReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    """the last outcome of every config, in sampling order (then the continued best run)"""
+    manifest_path: Path | None = None
+    log_path: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """1 if any run failed, else 0."""
+        return 1 if any(o.outcome == "failed" for o in self.outcomes) else 0
+
+    def counts(self) -> dict[str, int]:
+        counts = {k: 0 for k in OUTCOMES}
+        for o in self.outcomes:
+            counts[o.outcome] = counts.get(o.outcome, 0) + 1
+        return counts
+
+    def table(self) -> str:
+        rows = [[o.run, o.stage, o.outcome, _fmt(o.val_loss, "{:.4f}"), _fmt(o.step, "{}"),
+                 _fmt(o.seconds or None, "{:.1f}"), o.reason[:100]] for o in self.outcomes]
+        table = format_table(["run", "stage", "outcome", "val loss", "step", "seconds", "reason"], rows)
+        counts = "  ".join(f"{k} {v}" for k, v in self.counts().items() if v or k in ("done", "skipped", "failed"))
+        return f"{table}\n{counts}"
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Aligned plain-text table."""
+    cells = [header] + rows
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False) -> dict[str, Any]:
+    """Train one config (in a worker process or a Ray task); never raises: errors come back as 'failed'.
+
+    fresh: move an existing run directory aside, retrain, and delete the old one only once the new one has
+    trained without failing (a failed retrain keeps it, and says where).
+    """
+    from picollm.train import train_run  # imported here: the parent process never needs the trainer
+
+    start = time.perf_counter()
+    old = None
+    try:
+        cfg = RunConfig.from_dict(cfg_dict)
+        run_dir = Path(cfg.out_dir) / cfg.run_name()
+        if fresh and run_dir.exists():
+            old = move_aside(run_dir)
+        train_run(cfg, stop_at_step=stop_at_step)
+        status = read_status(run_dir)
+        result = {"status": status["status"], "reason": status.get("reason", "")}
+    except PicoError as e:
+        result = {"status": "failed", "reason": str(e)}
+    except Exception as e:
+        log.error(traceback.format_exc())
+        result = {"status": "failed", "reason": f"{e.__class__.__name__}: {' '.join(str(e).split())}"}
+    if old is not None and result["status"] == "failed":
+        result["reason"] += f" (the previous run is kept in {old})"
+    elif old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Rename a run directory to <out_dir>/.replaced/<name>-<time>-<pid> (atomic on one filesystem)."""
+    aside = run_dir.parent / ".replaced" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(run_dir, aside)
+    return aside
+
+
+# --------------------------------------------------------------------------------------------------
+# executors: run jobs, yield (job, result) as each finishes
+# --------------------------------------------------------------------------------------------------
+def _exit_with_batch(lifeline) -> None:
+    """Exit at once, even mid-run, when the batch process dies (its end of the lifeline closes), so no orphan
+    keeps training a run that a rerun of the batch is about to resume."""
+
+    def watch() -> None:
+        try:
+            lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="lifeline").start()
+
+
+def _worker_main(slot: int, device: str | None, threads: int, log_path: str | None, conn, lifeline,
+                 fn: Callable[..., dict]) -> None:
+    """A local worker: receive (job id, config, stop step), send back (job id, result), until told to stop."""
+    _exit_with_batch(lifeline)
+    import torch
+    from tqdm.auto import tqdm
+
+    import picollm.train  # noqa: F401  (imported once per worker, before the first job)
+
+    torch.set_num_threads(threads)
+    tqdm.set_lock(threading.RLock())  # tqdm's default is a multiprocessing lock, leaked when a worker is stopped
+    if log_path:
+        logger = get_logger()
+        logger.setLevel(logging.INFO)
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [worker {slot}] %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the batch process is gone
+            return
+        if message is None:
+            return
+        job_id, cfg_dict, stop_at_step, fresh = message
+        if device and str(cfg_dict.get("device", "")).startswith("cuda"):
+            cfg_dict = {**cfg_dict, "device": device}  # GPU packing: this slot's GPU
+        conn.send((job_id, fn(cfg_dict, stop_at_step, fresh)))
+
+
+def worker_context() -> mp.context.BaseContext:
+    """forkserver where available: one server process imports torch once and every worker forks from it
+    (fast to start, and safe: the server has never run a torch thread pool or touched CUDA); else spawn."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["picollm.train"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class LocalPool:
+    """`workers` processes (forkserver / spawn: never a fork of the batch process), each fed one job at a time
+    through its own pipe.
+
+    A job is sent to a known worker, so when a worker dies the batch knows which run it was training:
+    that run fails, the worker is replaced, and the other runs carry on.
+    """
+
+    def __init__(self, workers: int, threads: int, devices: list[str] | None = None,
+                 log_path: Path | None = None, fn: Callable[..., dict] = run_job) -> None:
+        self.ctx = worker_context()
+        self.threads, self.devices, self.fn = threads, devices, fn
+        self.log_path = str(log_path) if log_path else None
+        self.slots: list[tuple[Any, Any] | None] = [None] * workers
+        self.lifeline_r, self.lifeline_w = self.ctx.Pipe(duplex=False)  # only this process holds the write end
+
+    def _start(self, slot: int) -> None:
+        device = self.devices[slot % len(self.devices)] if self.devices else None
+        parent_conn, child_conn = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker_main, daemon=True, name=f"picollm-worker-{slot}",
+                                args=(slot, device, self.threads, self.log_path, child_conn, self.lifeline_r, self.fn))
+        proc.start()
+        child_conn.close()
+        self.slots[slot] = (proc, parent_conn)
+
+    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
+        queue = deque(range(len(jobs)))
+        busy: dict[int, int] = {}  # slot -> job index
+        while queue or busy:
+            for slot in range(len(self.slots)):
+                if queue and slot not in busy:
+                    if self.slots[slot] is None or not self.slots[slot][0].is_alive():
+                        self._start(slot)
+                    i = queue.popleft()
+                    self.slots[slot][1].send((i, jobs[i].cfg.to_dict(), jobs[i].stop_at_step, jobs[i].fresh))
+                    busy[slot] = i
+            handles = {}
+            for slot in busy:
+                proc, conn = self.slots[slot]
+                handles[conn], handles[proc.sentinel] = slot, slot
+            for ready in wait_any(list(handles)):
+                slot = handles[ready]
+                if slot not in busy:
+                    continue  # its pipe and its sentinel were both ready
+                proc, conn = self.slots[slot]
+                try:
+                    if not conn.poll():
+                        raise EOFError
+                    job_id, result = conn.recv()
+                except (EOFError, OSError):
+                    proc.join(timeout=5)
+                    job_id = busy[slot]
+                    result = {"status": "failed", "seconds": 0.0,
+                              "reason": f"worker process died (exit code {proc.exitcode}): killed or out of memory"}
+                    self.slots[slot] = None
+                del busy[slot]
+                yield jobs[job_id], result
+
+    def close(self) -> None:
+        """Stop the workers: idle ones hold nothing, and a busy one's run resumes from its last checkpoint."""
+        for entry in self.slots:
+            if entry is not None:
+                entry[0].terminate()
+        for entry in self.slots:
+            if entry is not None:
+                entry[0].join()
+                entry[1].close()
+        self.slots = [None] * len(self.slots)
+        self.lifeline_r.close()
+        self.lifeline_w.close()
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install -e .[ray]") from None
+    return ray
+
+
+class RayPool:
+    """Each job is a Ray task running run_job with num_cpus=threads and num_gpus=gpus_per_run."""
+
+    def __init__(self, threads: int, gpus_per_run: float, address: str | None, local_cpus: int) -> None:
+        ray = self.ray = import_ray()
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            env = {k: os.environ[k] for k in ("PICOLLM_DATA_DIR", "PICOLLM_CACHE_DIR") if k in os.environ}
+            try:
+                ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
+                         runtime_env={"env_vars": env} if env else None, log_to_driver=False)
+            except ConnectionError as e:
+                raise ConfigError(f"cannot reach the Ray cluster at {address}: {e}") from None
+        self.task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=1)(run_job)
+
+    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
+        pending = {self.task.remote(j.cfg.to_dict(), j.stop_at_step, j.fresh): j for j in jobs}
+        while pending:
+            ready, _ = self.ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            try:
+                result = self.ray.get(ready[0])
+            except Exception as e:  # the task's worker died, the node was lost, ...
+                result = {"status": "failed", "seconds": 0.0,
+                          "reason": f"Ray task failed: {e.__class__.__name__}: {' '.join(str(e).split())[:200]}"}
+            yield job, result
+
+    def close(self) -> None:
+        if self.owns_ray:
+            self.ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------------
+# planning: configs, resources
+# --------------------------------------------------------------------------------------------------
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def total_steps_of(cfg: RunConfig) -> int:
+    """The run's full step budget (epochs are converted with the corpus's training split)."""
+    if cfg.epochs <= 0:
+        return cfg.max_steps
+    from picollm.data import prepare_data
+    from picollm.train import total_steps
+
+    r = cfg.resolved()
+    return total_steps(cfg, len(prepare_data(cfg.corpus, r.tokenizer, r.bpe_vocab_size)[1]["train"]))
+
+
+def cap_steps(configs: list[RunConfig], cap: int) -> list[RunConfig]:
+    """Every config trained for at most `cap` steps (epochs become steps), one per fingerprint."""
+    out, seen = [], set()
+    for cfg in configs:
+        total = total_steps_of(cfg)
+        if cfg.epochs > 0 or total > cap:
+            cfg = cfg.replace(epochs=0.0, max_steps=min(cap, total))
+        if cfg.fingerprint() not in seen:
+            seen.add(cfg.fingerprint())
+            out.append(cfg)
+    return out
+
+
+@dataclass
+class Resources:
+    workers: int
+    threads: int
+    devices: list[str] | None
+    """per worker slot (local backend with CUDA); None on CPU"""
+    gpus_per_run: float
+    notes: list[str] = field(default_factory=list)
+    """warnings for the log (flags that do not apply here)"""
+
+
+def plan_resources(configs: list[RunConfig], backend: str, workers: int | None, runs_per_gpu: int | None,
+                   gpus_per_run: float | None, threads: int | None) -> Resources:
+    """Workers, torch threads per worker (workers x threads <= cores) and GPU slots for this batch."""
+    for name, value in (("workers", workers), ("runs_per_gpu", runs_per_gpu)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be >= 1; got {value}")
+    if gpus_per_run is not None and gpus_per_run <= 0:
+        raise ConfigError(f"--gpus_per_run must be > 0 (e.g. 0.25); got {gpus_per_run}")
+    cores, notes = cpu_cores(), []
+    cuda = sorted({c.device for c in configs if c.device.startswith("cuda")})
+    devices = None
+    if backend == "ray":
+        if runs_per_gpu and gpus_per_run and abs(gpus_per_run - 1 / runs_per_gpu) > 1e-9:
+            raise ConfigError(f"--runs_per_gpu {runs_per_gpu} means --gpus_per_run {1 / runs_per_gpu:g}; give one of them")
+        gpus = gpus_per_run or (1 / runs_per_gpu if runs_per_gpu else (1.0 if cuda else 0.0))
+        n = workers or min(len(configs), cores)
+    else:
+        if gpus_per_run is not None:
+            notes.append("--gpus_per_run ignored: it is for --backend ray; locally, pack runs with --runs_per_gpu")
+        gpus = 0.0
+        if cuda:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"--device {cuda[0]} asked for, but CUDA is not available here; use --device cpu")
+            explicit = [d for d in cuda if d != "cuda"]
+            devices = explicit or [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+            n = workers or (runs_per_gpu or 1) * len(devices)
+        else:
+            if runs_per_gpu:
+                notes.append("--runs_per_gpu ignored: the runs are on the CPU (use --device cuda to pack GPUs)")
+            n = workers or min(len(configs), cores)
+    n = max(1, min(n, len(configs)))
+    per = threads or max(1, cores // n)
+    if n * per > cores and backend == "local" and not cuda:
+        notes.append(f"{n} workers x {per} threads > {cores} cores: runs will compete for the CPU")
+    return Resources(workers=n, threads=per, devices=devices, gpus_per_run=gpus, notes=notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# the batch
+# --------------------------------------------------------------------------------------------------
+class _BatchRunner:
+    """Runs stages of jobs through a pool, records outcomes and keeps the manifest current."""
+
+    def __init__(self, pool, out_dir: Path, manifest_path: Path, header: dict) -> None:
+        self.pool, self.out_dir, self.manifest_path, self.header = pool, out_dir, manifest_path, header
+        self.entries: dict[str, dict] = {}  # run name -> manifest entry
+        self.last: dict[str, Outcome] = {}  # run name -> its latest outcome
+        self.halving: list[dict] = []
+
+    def register(self, cfg: RunConfig, stage: str) -> None:
+        name = cfg.run_name()
+        self.entries.setdefault(name, {"run": name, "fingerprint": cfg.fingerprint(), "run_dir": str(self.out_dir / name),
+                                       "config": cfg.resolved().to_dict(), "stage": stage, "outcome": "pending",
+                                       "history": []})
+
+    def write_manifest(self, finished: bool = False) -> None:
+        report = BatchReport(outcomes=self.outcomes())
+        record = {**self.header, "finished": time.strftime("%Y-%m-%dT%H:%M:%S") if finished else None,
+                  "counts": report.counts(), "halving": self.halving, "runs": list(self.entries.values())}
+        atomic_write_json(self.manifest_path, record)
+
+    def outcomes(self) -> list[Outcome]:
+        """The latest outcome of every config, in the order the configs were sampled."""
+        return [self.last[name] for name in self.entries if name in self.last]
+
+    def record(self, cfg: RunConfig, stage: str, outcome: str, reason: str, seconds: float) -> Outcome:
+        run_dir = self.out_dir / cfg.run_name()
+        summary = _summary(run_dir)
+        o = Outcome(run=cfg.run_name(), fingerprint=cfg.fingerprint(), run_dir=str(run_dir), stage=stage,
+                    outcome=outcome, reason=reason, seconds=round(seconds, 3), step=summary.get("step"),
+                    val_loss=summary.get("val_loss"))
+        entry = self.entries[o.run]
+        entry.update(stage=stage, outcome=outcome, reason=reason, step=o.step, val_loss=o.val_loss)
+        entry["history"].append({"stage": stage, "outcome": outcome, "seconds": o.seconds, "step": o.step,
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self.last[o.run] = o
+        self.write_manifest()
+        return o
+
+    def execute(self, jobs: list[Job]) -> dict[str, Outcome]:
+        """Run the jobs whose runs are not finished (or already paused at their step budget) and the fresh
+        ones; record every outcome."""
+        todo = []
+        for job in jobs:
+            self.register(job.cfg, job.stage)
+            run_dir = self.out_dir / job.cfg.run_name()
+            status = read_status(run_dir)
+            if job.fresh:
+                todo.append(job)
+            elif status["status"] in FINISHED:
+                self.record(job.cfg, job.stage, "skipped", f"already {status['status']}: {status.get('reason', '')}", 0.0)
+            elif (job.stop_at_step and status["status"] == "paused"
+                  and status.get("step", 0) >= job.stop_at_step):
+                self.record(job.cfg, job.stage, "paused", status.get("reason", ""), 0.0)
+            else:
+                for tmp in run_dir.glob(".*.tmp"):  # left by a worker killed mid-write; nobody else writes here
+                    tmp.unlink(missing_ok=True)
+                todo.append(job)
+        total = len(todo)
+        for i, (job, result) in enumerate(self.pool.run(todo), 1):
+            o = self.record(job.cfg, job.stage, result["status"], result.get("reason", ""), result.get("seconds", 0.0))
+            loss = f" val {o.val_loss:.4f}" if o.val_loss is not None else ""
+            log.info(f"[{i}/{total}] {o.run} {job.stage}: {o.outcome}{loss} ({o.seconds:.1f} s) {o.reason}")
+        return {j.cfg.run_name(): self.last[j.cfg.run_name()] for j in jobs}
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        return run_summary(run_dir)
+    except PicoError:  # the run never got as far as writing its config
+        return {}
+
+
+def best_val_loss_until(run_dir: Path, step: int) -> float:
+    """Lowest validation loss of a run among its evaluations at steps 1..step (inf if none)."""
+    import pandas as pd
+
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists() or read_status(run_dir)["status"] in ("failed", "diverged"):
+        return math.inf
+    m = pd.read_csv(path)
+    losses = m.loc[(m["step"] > 0) & (m["step"] <= step), "val_loss"].dropna()
+    return float(losses.min()) if len(losses) else math.inf
+
+
+def run_halving(runner: _BatchRunner, configs: list[RunConfig], eta: int, fresh: bool = False) -> None:
+    """Successive halving: train every survivor to the rung's budget, keep the best max(1, n // eta).
+
+    A rung's budget is a fraction of each config's own step budget rounded up to an evaluation point, so
+    the survivors' metrics equal those of uninterrupted runs. Ranking reads only evaluations up to the
+    budget, so a rerun of a killed batch picks the same survivors.
+    """
+    totals = {c.run_name(): total_steps_of(c) for c in configs}
+    alive = list(configs)
+    rungs = halving_schedule(len(configs), eta)
+    for r, rung in enumerate(rungs, 1):
+        last = r == len(rungs)
+        budgets = {c.run_name(): rung_budget(rung.fraction, totals[c.run_name()], c.eval_interval) for c in alive}
+        stage = f"rung {r}/{len(rungs)}"
+        log.info(f"successive halving {stage}: {len(alive)} configs to {rung.fraction:.3g} of their budget")
+        runner.execute([Job(c, None if last else budgets[c.run_name()], stage, fresh and r == 1) for c in alive])
+        if last:
+            break
+        losses = {c.run_name(): best_val_loss_until(runner.out_dir / c.run_name(), budgets[c.run_name()]) for c in alive}
+        ranked = sorted(alive, key=lambda c: (losses[c.run_name()], c.run_name()))
+        runner.halving.append({"rung": r, "fraction": rung.fraction, "kept": rung.n_keep,
+                               "ranking": [{"run": c.run_name(), "step": budgets[c.run_name()],
+                                            "val_loss": losses[c.run_name()]} for c in ranked]})
+        for rank, cfg in enumerate(ranked[rung.n_keep:], rung.n_keep + 1):
+            run_dir, name = runner.out_dir / cfg.run_name(), cfg.run_name()
+            status = read_status(run_dir)
+            if status["status"] in ("paused", "running"):
+                reason = (f"stopped by successive halving at step {budgets[name]}: val loss {losses[name]:.4f} "
+                          f"ranked {rank} of {len(ranked)}")
+                keep = {k: status[k] for k in ("step", "max_steps", "best_val_loss", "best_step", "train_seconds")
+                        if k in status}
+                write_status(run_dir, "stopped", reason, **keep)
+                runner.record(cfg, stage, "stopped", reason, 0.0)
+        alive = ranked[: rung.n_keep]
+        runner.write_manifest()
+
+
+def run_continue_best(runner: _BatchRunner, configs: list[RunConfig], epochs: float, cap: int | None) -> None:
+    """Train the finished run with the lowest val loss for `epochs` more epochs, from its best.pt."""
+    finished = [(o.val_loss, c) for c in configs
+                if (o := runner.last.get(c.run_name())) and o.val_loss is not None
+                and read_status(runner.out_dir / c.run_name())["status"] == "done"]
+    if not finished:
+        log.warning("--continue_best: no finished run to continue")
+        return
+    best_loss, best = min(finished, key=lambda t: (t[0], t[1].run_name()))
+    parent = runner.out_dir / best.run_name()
+    cfg = best.replace(parent=str(parent), epochs=float(epochs))
+    if cap:
+        cfg = cap_steps([cfg], cap)[0]
+    log.info(f"continuing the best run {best.run_name()} (val loss {best_loss:.4f}) for {epochs:g} epochs "
+             f"as {cfg.run_name()}")
+    runner.execute([Job(cfg, None, "continue_best")])
+
+
+def _lock(out_dir: Path):
+    """An exclusive lock on <out_dir>/.batch.lock, held until the process exits (the kernel drops it on kill)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f = open(out_dir / ".batch.lock", "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock
+        return f
+    except BlockingIOError:
+        f.close()
+        raise ConfigError(f"another batch is training in {out_dir}; wait for it or use another --out_dir") from None
+    return f
+
+
+def _manifest_path(log_path: Path) -> Path:
+    path = log_path.with_suffix(".json")
+    n = 2
+    while path.exists():  # two batches started in the same second
+        path = log_path.with_name(f"{log_path.stem}-{n}.json")
+        n += 1
+    return path
+
+
+def print_plan(configs: list[RunConfig], out_dir: Path, description: str) -> list[Outcome]:
+    """The dry run: a table of the configs (the settings that vary between them) and each run's status."""
+    dicts = [c.fingerprint_dict() for c in configs]
+    keys = [k for k in dict.fromkeys(k for d in dicts for k in d) if len({repr(d.get(k)) for d in dicts}) > 1]
+    keys = [k for k in keys if k not in ("model", "corpus")]
+    rows, outcomes = [], []
+    for i, (cfg, d) in enumerate(zip(configs, dicts), 1):
+        status = read_status(out_dir / cfg.run_name())["status"]
+        rows.append([str(i), cfg.run_name(), status, cfg.model] + [_fmt(d.get(k), "{}") for k in keys])
+        outcomes.append(Outcome(run=cfg.run_name(), fingerprint=cfg.fingerprint(), run_dir=str(out_dir / cfg.run_name()),
+                                stage="dry_run", outcome="skipped" if status in FINISHED else "planned",
+                                reason=status))
+    print(description)
+    print(format_table(["#", "run", "status", "model"] + keys, rows))
+    n_done = sum(o.outcome == "skipped" for o in outcomes)
+    print(f"{len(configs)} configs: {n_done} finished (would be skipped), {len(configs) - n_done} to train "
+          f"in {out_dir}/ (dry run: nothing trained)")
+    return outcomes
+
+
+def train_batch(preset: str | None = None, space: str | Path | None = None, sampler: str | None = None,
+                n_runs: int | None = None, seed: int = 0, workers: int | None = None, max_steps: int | None = None,
+                skip_existing: bool = True, continue_best: float | None = None, eta: int | None = None,
+                device: str | None = None, dry_run: bool = False, out_dir: str | Path = "checkpoints",
+                log_dir: str | Path = "logs", backend: str = "local", address: str | None = None,
+                gpus_per_run: float | None = None, runs_per_gpu: int | None = None,
+                overrides: dict[str, Any] | None = None, console: bool = True) -> BatchReport:
+    """Sample a space (a preset or a file) and train every config; see the module docstring.
+
+    overrides: RunConfig settings applied to every config (they replace the space's values and axes).
+    The report's exit_code is 1 if any run failed; user mistakes raise ConfigError before anything trains.
+    """
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"--backend must be local or ray; got {backend!r}")
+    if address and backend != "ray":
+        raise ConfigError("--address joins a Ray cluster: add --backend ray")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"--max_steps must be >= 1; got {max_steps}")
+    if backend == "ray" and not dry_run:
+        import_ray()  # fail before sampling, not after
+    out_dir = Path(out_dir)
+    sp = load_space(preset, space)
+    fixed = dict(overrides or {})
+    if device:
+        fixed["device"] = device
+    sp = sp.with_overrides(fixed)
+    sampler = sampler or sp.sampler
+    eta = eta or sp.eta
+    epochs_more = sp.continue_best if continue_best is None else continue_best
+    if epochs_more < 0:
+        raise ConfigError(f"--continue_best must be >= 0 epochs; got {epochs_more}")
+    configs = sample(sp, sampler, n_runs, seed)
+    if max_steps:
+        configs = cap_steps(configs, max_steps)
+    configs = [c.replace(out_dir=str(out_dir), progress=False) for c in configs]
+    if sampler == "halving":
+        halving_schedule(len(configs), eta)  # validates eta
+    res = plan_resources(configs, backend, workers, runs_per_gpu, gpus_per_run, fixed.get("threads"))
+    if dry_run:
+        for note in res.notes:
+            print(f"warning: {note}", file=sys.stderr)
+        return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": ")))
+
+    log_path = setup_logging("batch", log_dir, console=console)
+    for note in res.notes:
+        log.warning(note)
+    configs = [c.replace(threads=res.threads) for c in configs]
+    lock = _lock(out_dir)
+    manifest_path = _manifest_path(log_path)
+    header = {"space": sp.name, "description": sp.description, "sampler": sampler, "seed": seed,
+              "n_runs": len(configs), "eta": eta if sampler == "halving" else None, "max_steps_cap": max_steps,
+              "skip_existing": skip_existing, "continue_best": epochs_more, "overrides": fixed, "backend": backend,
+              "address": address, "resources": asdict(res), "out_dir": str(out_dir), "log": str(log_path),
+              "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    log.info(f"batch: {len(configs)} configs from space {sp.name} ({sampler}), {res.workers} {backend} workers x "
+             f"{res.threads} threads{', GPUs ' + ','.join(res.devices) if res.devices else ''}; manifest {manifest_path}")
+
+    if backend == "ray":
+        pool = RayPool(res.threads, res.gpus_per_run, address, local_cpus=res.workers * res.threads)
+    else:
+        pool = LocalPool(res.workers, res.threads, res.devices, log_path)
+    runner = _BatchRunner(pool, out_dir, manifest_path, header)
+    for cfg in configs:
+        runner.register(cfg, "planned")
+    runner.write_manifest()
+    try:
+        if sampler == "halving":
+            run_halving(runner, configs, eta, fresh=not skip_existing)
+        else:
+            runner.execute([Job(c, fresh=not skip_existing) for c in configs])
+        if epochs_more:
+            run_continue_best(runner, configs, epochs_more, max_steps)
+    finally:
+        pool.close()
+        lock.close()
+    runner.write_manifest(finished=True)
+    report = BatchReport(outcomes=runner.outcomes(), manifest_path=manifest_path, log_path=log_path)
+    log.info("\n" + report.table())
+    log.info(f"runs in {out_dir}/, manifest {manifest_path}, log {log_path}")
+    return report

@@ -1,0 +1,182 @@
+"""Search spaces and samplers: presets, the space-file format, dedupe, determinism, halving schedule."""
+
+import json
+
+import pytest
+
+from picollm.config import RunConfig
+from picollm.errors import ConfigError
+from picollm.search import (
+    PRESETS,
+    Space,
+    count_params,
+    halving_schedule,
+    load_space,
+    random_configs,
+    rung_budget,
+    sample,
+)
+
+
+def fps(configs):
+    return [c.fingerprint() for c in configs]
+
+
+def test_every_preset_is_valid_and_samples_distinct_configs():
+    for name in PRESETS:
+        configs = sample(load_space(name), seed=0)
+        assert configs, name
+        assert len(set(fps(configs))) == len(configs), name
+
+
+def test_preset_sizes_and_contents():
+    grid = sample(load_space("xlstm-ptb-grid"))
+    assert len(grid) == 27
+    assert {(c.embed, c.hidden, c.lr) for c in grid} == {
+        (e, h, lr) for e in (64, 128, 256) for h in (128, 256, 512) for lr in (0.001, 0.005, 0.01)}
+    assert all(c.model == "xlstm" and c.corpus == "ptb" and c.block_size == 30 and c.epochs == 5 for c in grid)
+    assert load_space("xlstm-ptb-grid").continue_best == 50
+
+    reference = sample(load_space("lstm-wikitext2"))[0]
+    assert (reference.layers, reference.embed, reference.hidden, reference.dropout, reference.batch_size,
+            reference.block_size, reference.lr, reference.weight_decay, reference.grad_clip) == \
+        (2, 100, 100, 0.5, 20, 30, 1e-3, 0.0, 0.25)
+    assert reference.tie_weights and reference.corpus == "wikitext2"
+
+    fast = sample(load_space("fast"))
+    assert sorted(c.model for c in fast) == sorted(["kgram_mlp", "lstm", "xlstm", "transformer"] * 2)
+    assert all(c.corpus == "tinyshakespeare" and c.max_steps <= 300 for c in fast)
+
+    pico = sample(load_space("pico"), seed=0)
+    assert {c.model for c in pico} == {"kgram_mlp", "lstm", "xlstm", "transformer"}
+    assert {c.k for c in pico if c.model == "kgram_mlp"} <= {1, 2, 3, 4, 5}
+    assert {c.embed for c in pico} <= {32, 64, 128, 256}
+
+
+def test_baselines_have_matched_parameter_counts():
+    counts = {c.model: count_params(c) for c in sample(load_space("xlstm-vs-baselines"))}
+    assert set(counts) == {"lstm", "xlstm", "transformer"}
+    assert max(counts.values()) / min(counts.values()) < 1.10, counts
+
+
+def test_count_params_matches_the_built_model():
+    cfg = RunConfig(model="transformer", embed=32, layers=1, heads=2)
+    expected = 65 * 32 + 64 * 32 + 12 * 32 * 32  # token + position embeddings (tied head) + one block's matrices
+    assert expected <= count_params(cfg, vocab_size=65) <= expected + 20 * 32 + 65  # + biases and norm gains
+
+
+def test_random_sampler_is_deterministic_per_seed():
+    space = load_space("pico")
+    a, b, c = (sample(space, "random", 12, seed) for seed in (3, 3, 4))
+    assert fps(a) == fps(b)
+    assert fps(a) != fps(c)
+
+
+def test_random_never_repeats_a_fingerprint_even_when_most_draws_collide():
+    # hidden does not matter to the transformer: 6 points, but 1 distinct transformer run and 3 kgram runs
+    space = Space.from_dict({"base": {"max_steps": 10},
+                             "choices": {"model": ["transformer", "kgram_mlp"], "hidden": [32, 64, 128]}}, "t")
+    configs = random_configs(space, n_runs=50, seed=0)
+    assert len(configs) == len(set(fps(configs))) == 4
+    assert sum(c.model == "transformer" for c in configs) == 1
+
+    big = load_space("pico")
+    many = random_configs(big, n_runs=200, seed=1)
+    assert len(many) == 200 and len(set(fps(many))) == 200
+
+
+def test_grid_dedupes_settings_a_family_ignores():
+    space = Space.from_dict({"choices": {"model": ["lstm"], "k": [1, 2, 3], "lr": [1e-3, 3e-3]}}, "t")
+    assert len(sample(space)) == 2  # lstm ignores k
+
+
+def test_family_choices_apply_only_to_their_family_and_replace_shared_lists():
+    space = Space.from_dict({"choices": {"model": ["kgram_mlp", "lstm"], "hidden": [64]},
+                             "family_choices": {"kgram_mlp": {"k": [2, 4]}, "lstm": {"hidden": [96, 160]}}}, "t")
+    configs = sample(space)
+    assert sorted((c.model, c.k, c.hidden) for c in configs if c.model == "kgram_mlp") == \
+        [("kgram_mlp", 2, 64), ("kgram_mlp", 4, 64)]
+    assert sorted(c.hidden for c in configs if c.model == "lstm") == [96, 160]
+
+
+def test_overrides_fix_a_field_for_every_config():
+    space = load_space("xlstm-ptb-grid").with_overrides({"lr": 0.002})
+    configs = sample(space)
+    assert len(configs) == 9 and {c.lr for c in configs} == {0.002}
+
+
+def test_invalid_combinations_are_skipped_but_an_all_invalid_space_is_an_error():
+    ok = Space.from_dict({"choices": {"model": ["transformer"], "embed": [30, 32], "heads": [4]}}, "t")
+    assert [c.embed for c in sample(ok)] == [32]
+    bad = Space.from_dict({"choices": {"model": ["transformer"], "embed": [30, 34], "heads": [4]}}, "t")
+    for sampler in ("grid", "random"):
+        with pytest.raises(ConfigError, match="no valid config.*divisible") as err:
+            sample(bad, sampler, n_runs=3)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("space,message", [
+    ({"base": {"embedd": 64}}, "unknown config field"),
+    ({"choices": {"embed": []}}, "empty"),
+    ({"choices": {"embed": 64}}, "must be a list"),
+    ({"choices": {"lr": ["fast"]}}, "not a float"),
+    ({"choices": {"model": ["gpt5"]}}, "unknown model family"),
+    ({"family_choices": {"rnn": {"hidden": [1]}}}, "unknown family"),
+    ({"sampler": "bayes"}, "sampler must be one of"),
+    ({"n_runs": 0}, "n_runs"),
+    ({"grid": {"embed": [1]}}, "unknown key"),
+    ({"configs": [{"lr": 0.1}], "choices": {"lr": [0.2]}}, "both"),
+    ({"base": {"out_dir": "x"}}, "command line"),
+])
+def test_invalid_spaces_are_one_line_errors(space, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        Space.from_dict(space, "mine")
+    assert "\n" not in str(err.value) and "mine" in str(err.value)
+
+
+def test_unknown_preset_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'.*fast"):
+        load_space("nope")
+
+
+def test_space_files_yaml_and_json(tmp_path):
+    yaml_file = tmp_path / "mine.yaml"
+    yaml_file.write_text("base: {model: kgram_mlp, max_steps: 20}\n"
+                         "choices:\n  lr: [1e-3, 3.0e-3]\n  k: [1, 2]\n"
+                         "sampler: random\nn_runs: 3\n")
+    space = load_space(path=yaml_file)
+    assert space.name == "mine" and space.sampler == "random" and space.n_runs == 3
+    configs = sample(space, seed=0)
+    assert len(configs) == 3 and {c.lr for c in configs} <= {1e-3, 3e-3}  # YAML's "1e-3" string became a float
+
+    json_file = tmp_path / "mine.json"
+    json_file.write_text(json.dumps({"base": {"model": "kgram_mlp"}, "configs": [{"k": 1}, {"k": 2}]}))
+    assert [c.k for c in sample(load_space(path=json_file))] == [1, 2]
+
+    (tmp_path / "broken.yaml").write_text("base: {model: [\n")
+    for path, message in [(tmp_path / "broken.yaml", "not valid YAML"), (tmp_path / "missing.yaml", "not found"),
+                          (tmp_path / "mine.txt", "must end in")]:
+        if path.suffix == ".txt":
+            path.write_text("{}")
+        with pytest.raises(ConfigError, match=message) as err:
+            load_space(path=path)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="not both"):
+        load_space("fast", yaml_file)
+
+
+def test_halving_schedule_keeps_one_in_eta():
+    rungs = halving_schedule(27, eta=3)
+    assert [(r.n_in, r.n_keep) for r in rungs] == [(27, 9), (9, 3), (3, 1), (1, 0)]
+    assert [r.fraction for r in rungs] == pytest.approx([1 / 27, 1 / 9, 1 / 3, 1])
+    assert [(r.n_in, r.n_keep) for r in halving_schedule(10, eta=2)] == [(10, 5), (5, 2), (2, 1), (1, 0)]
+    assert [(r.n_in, r.n_keep) for r in halving_schedule(1)] == [(1, 0)]
+    with pytest.raises(ConfigError):
+        halving_schedule(5, eta=1)
+
+
+def test_rung_budgets_land_on_evaluation_points():
+    assert rung_budget(1 / 9, 900, 50) == 100
+    assert rung_budget(1 / 3, 100, 30) == 60  # 34 rounded up to the next evaluation
+    assert rung_budget(1 / 27, 20, 100) == 20  # never past the run's own budget
+    assert rung_budget(1.0, 123, 10) == 123
