@@ -21,17 +21,22 @@ import torch
 
 from picollm.errors import CheckpointError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 STATUSES = ("running", "paused", "done", "stopped", "failed", "diverged")
 #: a run in one of these states is never retrained ("stopped": ended early on purpose, e.g. by successive
 #: halving; "paused": reached a step budget below max_steps and may be continued; "failed": crashed, resumable)
 FINISHED = ("done", "stopped", "diverged")
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Call write(file) on a temp file beside `path`, fsync, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs should be as readable as any other
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -43,7 +48,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") ->
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text), mode="w")
+    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -51,7 +56,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def read_json(path: Path) -> dict:

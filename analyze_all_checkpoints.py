@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Analyse every run under --checkpoints in parallel and keep one row per run in <out>/summary_cache.csv.
+
+    python analyze_all_checkpoints.py --checkpoints checkpoints --out analysis_runs --workers 2
+    python analyze_all_checkpoints.py --no-skip_existing      # re-analyse everything
+
+Exit code 0 when every run was analysed, up to date or skipped as unfinished; 1 when any run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from picollm.analysis import analyze_all
+from picollm.cli import run_cli
+from picollm.log import setup_logging
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", default="checkpoints", help="root of the run directories")
+    parser.add_argument("--out", default="analysis_runs", help="root of the analysis directories")
+    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (torch threads are "
+                        "split among them)")
+    parser.add_argument("--skip_existing", action=argparse.BooleanOptionalAction, default=True,
+                        help="skip runs whose analysis is newer than their checkpoints")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens generated per prompt and strategy")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = cores / workers)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging("analyze")
+    table = analyze_all(args.checkpoints, args.out, workers=args.workers, skip_existing=args.skip_existing,
+                        device=args.device, max_new_tokens=args.max_new_tokens, threads=args.threads)
+    return 1 if table.attrs["tally"]["failed"] else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

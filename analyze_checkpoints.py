@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Analyse one trained run: generations (best and last checkpoint; greedy, top-p, beam) with per-token
+annotations, training curves, and test-set evaluation with perplexity by token frequency.
+
+    python analyze_checkpoints.py --run checkpoints/<run> [--out analysis_runs] [--device cpu] [--max_new_tokens 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from picollm.analysis import analyze_run
+from picollm.cli import run_cli
+from picollm.log import setup_logging
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="run directory, e.g. checkpoints/<run>")
+    parser.add_argument("--out", default="analysis_runs", help="root of the analysis directories")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens generated per prompt and strategy")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging("analyze")
+    summary = analyze_run(args.run, args.out, device=args.device, max_new_tokens=args.max_new_tokens)
+    test = summary["test"]
+    print(f"{summary['run']}: test loss {test['test_loss']:.4f}, ppl {test['test_ppl']:.2f}, "
+          f"acc {test['test_acc']:.3f} on {test['test_tokens']} tokens -> {args.out}/{summary['run']}/")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,486 @@
+"""Analysis of trained runs: one run in depth, and the table of all runs.
+
+analyze_run(run_dir) writes analysis_runs/<run>/:
+    generations.csv / .jsonl   greedy, top-p and beam continuations of a fixed prompt set per corpus, from the
+                               best and the last checkpoint, each token annotated (log-prob, top-5 alternatives,
+                               embedding neighbours)
+    metrics_curve.png          the training curves of metrics.csv
+    summary.json               full config, status, final metrics, test evaluation (written last: its presence
+                               means the analysis is complete)
+
+analyze_all(checkpoints_dir) analyses every run in parallel (joblib / loky processes) and keeps one row per
+run in analysis_runs/summary_cache.csv. Each worker adds its row as soon as its run is done, under an fcntl
+lock, by read-modify-atomic-replace: a crash loses no finished row and concurrent analyses never corrupt the
+table, whose columns (SUMMARY_COLUMNS) and row order (by run) do not depend on which run finished first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from picollm.config import RunConfig
+from picollm.errors import CheckpointError, PicoError
+from picollm.generate import (
+    DecodeConfig,
+    annotate,
+    compact_annotation,
+    continuation_text,
+    distinct_n,
+    encode_prompt,
+    generate,
+)
+from picollm.log import get_logger
+from picollm.runs import atomic_write_json, atomic_write_text, read_json, read_status
+
+log = get_logger()
+
+#: a fixed prompt set per corpus, so generations are comparable across runs
+PROMPTS: dict[str, list[str]] = {
+    "tinyshakespeare": ["ROMEO:", "To be or not", "First Citizen:\n"],
+    "ptb": ["the company said", "in the first quarter", "the market"],
+    "wikitext2": ["The game", "In 2009 ,", "The city of"],
+    "tinystories": ["Once upon a time", "One day, a little girl named", "The dog"],
+}
+#: the decoding strategies every checkpoint is shown under
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "greedy": dict(temperature=0.0),
+    "top_p": dict(temperature=0.8, top_p=0.95, seed=1234),
+    "beam": dict(beam=4, length_penalty=1.0),
+}
+#: training-frequency buckets of the target token: rare < 100 <= medium <= 1000 < frequent
+BUCKETS = ("rare", "medium", "frequent")
+RARE_BELOW, FREQUENT_ABOVE = 100, 1000
+
+GENERATION_COLUMNS = ["run", "checkpoint", "step", "strategy", "decoding_params", "prompt", "text", "annotation",
+                      "mean_logprob", "distinct_1", "distinct_2"]
+#: every RunConfig setting, by its own name (empty where the family ignores it)
+CONFIG_COLUMNS = [f.name for f in fields(RunConfig) if f.name != "model"]
+#: the schema of analysis_runs/summary_cache.csv (plots and the HTML report read it; keep it stable)
+SUMMARY_COLUMNS = (
+    ["run", "run_dir", "fingerprint", "model"]
+    + CONFIG_COLUMNS
+    + ["learning_rate", "params", "vocab_size", "status", "status_reason", "steps", "train_seconds",
+       "tokens_per_sec", "initial_val_loss", "final_train_loss", "final_val_loss", "val_loss", "val_ppl",
+       "token_accuracy", "best_step", "test_loss", "test_ppl", "test_acc"]
+    + [f"test_ppl_{b}" for b in BUCKETS] + [f"test_tokens_{b}" for b in BUCKETS] + ["analyzed_at"]
+)
+#: columns that legitimately differ between two analyses of the same runs
+TIMING_COLUMNS = ("analyzed_at",)
+TABLE_NAME = "summary_cache.csv"
+RUN_FILES = ("config.json", "status.json", "tokenizer.json", "metrics.csv", "best.pt", "last.pt")
+
+
+# --------------------------------------------------------------------------------------------------
+# prompts and generations
+# --------------------------------------------------------------------------------------------------
+def prompts_for(corpus: str, test_text: str = "", n: int = 3) -> list[str]:
+    """The corpus's fixed prompts; for a local file, the first three words of n lines spread over its test split."""
+    if corpus in PROMPTS:
+        return PROMPTS[corpus]
+    lines = [line for line in test_text.splitlines() if line.split()]
+    if not lines:
+        return ["The"]
+    picks = [lines[i * len(lines) // n] for i in range(min(n, len(lines)))]
+    return list(dict.fromkeys(" ".join(line.split()[:3]) for line in picks))
+
+
+def generation_rows(run: str, which: str, step: int, model, tokenizer, prompts: list[str],
+                    max_new_tokens: int) -> list[dict[str, Any]]:
+    """One record per (strategy, prompt): the continuation, its annotation (a list) and its statistics."""
+    strings = tokenizer.token_strings()
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    rows = []
+    for strategy, settings in STRATEGIES.items():
+        cfg = DecodeConfig(max_new_tokens=max_new_tokens, **settings)
+        for prompt, gen in zip(prompts, generate(model, ids, cfg, tokenizer.eos_id)):
+            rows.append({"run": run, "checkpoint": which, "step": step, "strategy": strategy,
+                         "decoding_params": json.dumps(cfg.params(), sort_keys=True), "prompt": prompt,
+                         "text": continuation_text(tokenizer, gen), "annotation": annotate(gen, model, strings),
+                         "mean_logprob": gen.mean_logprob, "distinct_1": distinct_n(gen.ids, 1),
+                         "distinct_2": distinct_n(gen.ids, 2), "prompt_ids": gen.prompt_ids, "ids": gen.ids})
+    return rows
+
+
+def write_generations(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """generations.jsonl (annotation as JSON, token ids kept) and generations.csv (annotation compacted)."""
+    atomic_write_text(out_dir / "generations.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False, allow_nan=True) + "\n" for r in rows))
+    table = pd.DataFrame([{**r, "annotation": compact_annotation(r["annotation"])} for r in rows],
+                         columns=GENERATION_COLUMNS)
+    atomic_write_text(out_dir / "generations.csv", table.to_csv(index=False))
+
+
+# --------------------------------------------------------------------------------------------------
+# test evaluation
+# --------------------------------------------------------------------------------------------------
+def frequency_buckets(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(V,) bucket index per token (0 rare, 1 medium, 2 frequent) from its count in the train split."""
+    counts = torch.bincount(train_ids, minlength=vocab_size)
+    return (counts >= RARE_BELOW).long() + (counts > FREQUENT_ABOVE).long()
+
+
+def test_metrics(model, train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: int, batch_size: int,
+                 block_size: int, device: torch.device) -> dict[str, float]:
+    """Loss, perplexity and accuracy on the whole test split, and perplexity per training-frequency bucket."""
+    from picollm.train import token_losses
+
+    targets, losses, correct = token_losses(model, test_ids, batch_size, block_size, device)
+    losses = losses.double()
+    loss = losses.mean().item()
+    out: dict[str, float] = {"test_loss": loss, "test_ppl": math.exp(min(loss, 700.0)),
+                             "test_acc": correct.double().mean().item(), "test_tokens": len(losses)}
+    bucket = frequency_buckets(train_ids, vocab_size)[targets]  # (N,) bucket of every target
+    for i, name in enumerate(BUCKETS):
+        mask = bucket == i
+        n = int(mask.sum())
+        out[f"test_ppl_{name}"] = math.exp(min(losses[mask].mean().item(), 700.0)) if n else math.nan
+        out[f"test_tokens_{name}"] = n
+    return out
+
+
+_SPLITS: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+def _encoded_splits(corpus: str, tokenizer) -> dict[str, torch.Tensor]:
+    """The corpus's splits encoded with the run's tokenizer; memoised, since a worker sees many runs of one corpus."""
+    from picollm.data import corpus_identity, prepare_data
+
+    key = (corpus_identity(corpus), hashlib.sha256(json.dumps(tokenizer.to_dict()).encode()).hexdigest())
+    if key not in _SPLITS:
+        if len(_SPLITS) >= 4:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        _SPLITS[key] = prepare_data(corpus, tokenizer.kind, tokenizer=tokenizer)[1]
+    return _SPLITS[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# curves
+# --------------------------------------------------------------------------------------------------
+def plot_metrics(metrics: pd.DataFrame, path: Path, title: str) -> None:
+    """metrics_curve.png: loss, perplexity, accuracy, learning rate, gradient and weight norms against step."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend, safe in workers
+
+    from picollm.runs import atomic_write
+
+    trained = metrics[metrics["step"] > 0]
+    fig = Figure(figsize=(15, 8.5))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.9, wspace=0.3, hspace=0.35)  # cheaper than
+    axes = fig.subplots(2, 3).flatten()  # a layout engine, which measures every label
+    panels = [
+        ("Loss", "cross-entropy (nats / token)", [("avg_loss", "train (mean since last eval)", trained),
+                                                   ("val_loss", "validation", metrics)], "linear"),
+        ("Validation perplexity", "perplexity (exp of nats / token)", [("perplexity", "validation", metrics)], "log"),
+        ("Next-token accuracy", "accuracy (fraction of tokens)", [("token_accuracy", "validation", metrics)], "linear"),
+        ("Learning rate", "learning rate (per step)", [("learning_rate", "AdamW lr", metrics)], "linear"),
+        ("Gradient norm", "global L2 norm of gradients", [("grad_norm_preclip", "before clipping", trained),
+                                                         ("grad_norm_postclip", "after clipping", trained)], "log"),
+        ("Weight norm", "global L2 norm of parameters", [("weight_norm", "all parameters", metrics)], "linear"),
+    ]
+    for ax, (name, ylabel, series, scale) in zip(axes, panels):
+        for column, label, frame in series:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            ax.plot(frame["step"], values, marker="o", markersize=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("optimisation step")
+        ax.set_ylabel(ylabel)
+        if scale == "log" and (pd.to_numeric(trained[series[0][0]], errors="coerce") > 0).any():
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend()
+    fig.suptitle(title)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90))
+
+
+# --------------------------------------------------------------------------------------------------
+# one run
+# --------------------------------------------------------------------------------------------------
+def _read_metrics(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "metrics.csv"
+    try:
+        m = pd.read_csv(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: not a complete picollm run (re-run training for it)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete the run directory and retrain") from None
+    if "step" not in m.columns or "val_loss" not in m.columns or m.empty:
+        raise CheckpointError(f"{path} has no metric rows; delete the run directory and retrain")
+    return m
+
+
+def _num(x: Any) -> float:
+    return float(x) if x is not None and pd.notna(x) else math.nan
+
+
+def summary_row(run_dir: Path, config: dict, status: dict, metrics: pd.DataFrame, best_step: int,
+                test: dict[str, float], analyzed_at: str) -> dict[str, Any]:
+    """The run's row of summary_cache.csv (SUMMARY_COLUMNS)."""
+    trained = metrics[metrics["step"] > 0]
+    at_best = metrics[metrics["step"] == best_step]
+    best = at_best.iloc[-1] if len(at_best) else pd.Series(dtype=float)
+    last = metrics.iloc[-1]
+    row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "fingerprint": config.get("fingerprint"),
+                           "model": config.get("model")}
+    row.update({name: config.get(name) for name in CONFIG_COLUMNS})
+    train_seconds = status.get("train_seconds")
+    row.update(learning_rate=config.get("lr"), params=config.get("num_params"), vocab_size=config.get("vocab_size"),
+               status=status.get("status"), status_reason=status.get("reason", ""), steps=int(last["step"]),
+               train_seconds=_num(train_seconds if train_seconds is not None else last.get("elapsed_sec")),
+               tokens_per_sec=_num(trained["tokens_per_sec"].mean()) if len(trained) else math.nan,
+               initial_val_loss=_num(metrics["val_loss"].iloc[0]),
+               final_train_loss=_num(trained["avg_loss"].iloc[-1]) if len(trained) else math.nan,
+               final_val_loss=_num(last["val_loss"]), val_loss=_num(best.get("val_loss")),
+               val_ppl=_num(best.get("perplexity")), token_accuracy=_num(best.get("token_accuracy")),
+               best_step=best_step)
+    row.update({k: v for k, v in test.items() if k in SUMMARY_COLUMNS})
+    row["analyzed_at"] = analyzed_at
+    return {c: row.get(c) for c in SUMMARY_COLUMNS}
+
+
+def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", device: str = "cpu",
+                max_new_tokens: int = 200, prompts: list[str] | None = None) -> dict[str, Any]:
+    """Analyse one run into out_root/<run>/ and return its summary (the content of summary.json).
+
+    The summary holds the full config, the status, the final and best metrics, the test evaluation and
+    `row`, the run's summary_cache.csv row. A missing or corrupt file raises a one-line CheckpointError.
+    """
+    from picollm.runs import load_run
+    from picollm.train import resolve_device
+
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist; list runs with `ls checkpoints/`")
+    dev = resolve_device(device)
+    config = read_json(run_dir / "config.json")
+    status = read_status(run_dir)
+    metrics = _read_metrics(run_dir)
+    cfg, tokenizer, model, best_ckpt = load_run(run_dir, "best", device=str(dev))
+    splits = _encoded_splits(cfg.corpus, tokenizer)
+    test = test_metrics(model, splits["train"], splits["test"], tokenizer.vocab_size, cfg.batch_size,
+                        cfg.block_size, dev)
+    if prompts is None:
+        from picollm.data import load_splits
+
+        prompts = prompts_for(cfg.corpus, "" if cfg.corpus in PROMPTS else load_splits(cfg.corpus)["test"])
+
+    out_dir = Path(out_root) / run_dir.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = {"best": int(best_ckpt.get("step", -1))}
+    rows = generation_rows(run_dir.name, "best", checkpoints["best"], model, tokenizer, prompts, max_new_tokens)
+    if (run_dir / "last.pt").exists():
+        _, _, last_model, last_ckpt = load_run(run_dir, "last", device=str(dev))
+        checkpoints["last"] = int(last_ckpt.get("step", -1))
+        rows += generation_rows(run_dir.name, "last", checkpoints["last"], last_model, tokenizer, prompts,
+                                max_new_tokens)
+    else:
+        log.warning(f"{run_dir.name}: no last.pt; generations from best.pt only")
+    write_generations(out_dir, rows)
+    plot_metrics(metrics, out_dir / "metrics_curve.png", f"{run_dir.name} ({config.get('num_params', '?')} params)")
+
+    analyzed_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+    row = summary_row(run_dir, config, status, metrics, checkpoints["best"], test, analyzed_at)
+    at_best = metrics[metrics["step"] == checkpoints["best"]]
+    summary = {"run": run_dir.name, "run_dir": str(run_dir), "analyzed_at": analyzed_at, "config": config,
+               "status": status, "checkpoints": checkpoints,
+               "final_metrics": metrics.iloc[-1].to_dict(),
+               "best_metrics": at_best.iloc[-1].to_dict() if len(at_best) else {},
+               "test": test, "prompts": prompts, "generations": len(rows),
+               "analysis_seconds": time.perf_counter() - start, "row": row}
+    atomic_write_json(out_dir / "summary.json", summary)  # last: its presence marks a complete analysis
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# the table of all runs
+# --------------------------------------------------------------------------------------------------
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive fcntl lock on <path>.lock for a read-modify-write of path (released on process death)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_summary_table(path: str | Path) -> pd.DataFrame:
+    """summary_cache.csv as a DataFrame with exactly SUMMARY_COLUMNS (empty when it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete it and re-run "
+                              "analyze_all_checkpoints.py --no-skip_existing") from None
+    return table.reindex(columns=SUMMARY_COLUMNS)
+
+
+def _cell(value: Any) -> str:
+    """A value's csv text, from the value alone: a row reads the same whatever rows share the table."""
+    if hasattr(value, "item"):  # numpy / torch scalars
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back as the same float
+    return str(value)
+
+
+def update_summary_table(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace the rows (by run) of the table, under a lock, by atomic replace; sorted by run.
+
+    Cells are kept as text (old rows exactly as written, new ones through _cell), so the file's content
+    depends only on the set of rows, not on the order in which they arrived.
+    """
+    path = Path(path)
+    if not rows:
+        return
+    with _locked(path):
+        old = pd.DataFrame(columns=SUMMARY_COLUMNS)
+        if path.exists():
+            try:
+                old = pd.read_csv(path, dtype=str, keep_default_na=False)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete it and re-run "
+                                      "analyze_all_checkpoints.py") from None
+            old = old.reindex(columns=SUMMARY_COLUMNS, fill_value="")
+        new = pd.DataFrame([[_cell(r.get(c)) for c in SUMMARY_COLUMNS] for r in rows], columns=SUMMARY_COLUMNS)
+        old = old[~old["run"].isin(new["run"])]
+        table = pd.concat([df for df in (old, new) if len(df)], ignore_index=True)
+        table = table.sort_values("run", kind="stable").reset_index(drop=True)
+        atomic_write_text(path, table.to_csv(index=False))
+
+
+def candidate_runs(checkpoints_dir: Path) -> list[Path]:
+    """Every directory under checkpoints_dir holding any run file (so half-written runs get reported), by name."""
+    return sorted(p for p in checkpoints_dir.iterdir() if p.is_dir() and any((p / f).exists() for f in RUN_FILES))
+
+
+def skip_reason(run_dir: Path) -> str | None:
+    """Why an unfinished run cannot be analysed yet (no best.pt and not done), else None."""
+    if (run_dir / "best.pt").exists():
+        return None
+    status = read_status(run_dir)
+    if status.get("status") in ("new", "running", "paused", "failed", "stopped", "diverged"):
+        return f"no best.pt yet (status {status['status']}: {status.get('reason', '')})".replace(": )", ")")
+    return None  # a 'done' run without best.pt is broken: analyze_run reports it
+
+
+def is_up_to_date(run_dir: Path, out_root: Path) -> bool:
+    """The analysis (summary.json) is newer than the run's checkpoints."""
+    summary = out_root / run_dir.name / "summary.json"
+    if not summary.exists():
+        return False
+    checkpoints = [run_dir / f for f in ("best.pt", "last.pt") if (run_dir / f).exists()]
+    return all(summary.stat().st_mtime > c.stat().st_mtime for c in checkpoints)
+
+
+def _analyze_job(run_dir: Path, out_root: Path, device: str, threads: int, max_new_tokens: int
+                 ) -> tuple[str, str, str]:
+    """Worker: analyse one run and add its row to the table. Returns (run, 'ok' | 'error', message)."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        summary = analyze_run(run_dir, out_root, device=device, max_new_tokens=max_new_tokens)
+        update_summary_table(out_root / TABLE_NAME, [summary["row"]])
+    except PicoError as e:
+        return run_dir.name, "error", str(e)
+    except Exception as e:  # a bug in one run's analysis must not stop the others
+        tb = traceback.format_exc(limit=-3).strip().splitlines()
+        return run_dir.name, "error", f"{e.__class__.__name__}: {e} ({' | '.join(tb[-3:-1])})"
+    return run_dir.name, "ok", f"{time.perf_counter() - start:.1f}s"
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Path = "analysis_runs",
+                workers: int = 1, skip_existing: bool = True, device: str = "cpu",
+                max_new_tokens: int = 200, threads: int = 0) -> pd.DataFrame:
+    """Analyse every run under checkpoints_dir into out_root; return summary_cache.csv as a DataFrame.
+
+    skip_existing skips runs whose summary.json is newer than their checkpoints (re-adding their row if the
+    table lost it). Unfinished runs are skipped with a reason; a failing run is logged and does not stop the
+    others. threads: torch threads per worker (0 = cores // workers, so workers x threads <= cores).
+    df.attrs["tally"] = {"analyzed": [...], "up_to_date": [...], "skipped": {run: reason}, "failed": {run: error}}.
+    """
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    checkpoints_dir, out_root = Path(checkpoints_dir), Path(out_root)
+    if not checkpoints_dir.is_dir():
+        raise CheckpointError(f"checkpoints directory {checkpoints_dir} does not exist; train runs first or pass "
+                              "--checkpoints DIR")
+    if workers < 1 or threads < 0:
+        raise PicoError(f"--workers must be >= 1 and --threads >= 0; got {workers} and {threads}")
+    table_path = out_root / TABLE_NAME
+    tally: dict[str, Any] = {"analyzed": [], "up_to_date": [], "skipped": {}, "failed": {}}
+    todo: list[Path] = []
+    restore: list[dict] = []
+    in_table = set(read_summary_table(table_path)["run"])
+    for run_dir in candidate_runs(checkpoints_dir):
+        reason = skip_reason(run_dir)
+        if reason:
+            tally["skipped"][run_dir.name] = reason
+            log.info(f"{run_dir.name}: skipped, {reason}")
+        elif skip_existing and is_up_to_date(run_dir, out_root):
+            tally["up_to_date"].append(run_dir.name)
+            if run_dir.name not in in_table:
+                restore.append(read_json(out_root / run_dir.name / "summary.json")["row"])
+        else:
+            todo.append(run_dir)
+    update_summary_table(table_path, restore)
+    log.info(f"analysing {len(todo)} run(s) with {workers} worker(s); {len(tally['up_to_date'])} up to date, "
+             f"{len(tally['skipped'])} skipped")
+
+    if todo:
+        n_jobs = min(workers, len(todo))
+        threads = threads or max(1, available_cores() // n_jobs)  # workers x threads <= cores
+        previous_threads = torch.get_num_threads()
+        jobs = (delayed(_analyze_job)(r, out_root, device, threads, max_new_tokens) for r in todo)
+        if n_jobs == 1:  # in-process: no worker start-up cost, and tests can patch it
+            results = (_analyze_job(r, out_root, device, threads, max_new_tokens) for r in todo)
+        else:
+            results = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(jobs)
+        try:
+            for run, outcome, message in tqdm(results, total=len(todo), desc="analyze", dynamic_ncols=True):
+                if outcome == "ok":
+                    tally["analyzed"].append(run)
+                    log.info(f"{run}: analysed ({message})")
+                else:
+                    tally["failed"][run] = message
+                    log.error(f"{run}: FAILED: {message}")
+        except Exception as e:  # a worker process died (killed, out of memory): the rows written so far stay
+            reported = set(tally["analyzed"]) | set(tally["failed"])
+            for run in (r.name for r in todo if r.name not in reported):
+                tally["failed"][run] = f"worker died ({e.__class__.__name__}); run again to retry"
+            log.error(f"a worker died ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                      f"{len(todo) - len(reported)} run(s) not analysed")
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    log.info(f"analysis: {len(tally['analyzed'])} analysed, {len(tally['up_to_date'])} up to date, "
+             f"{len(tally['skipped'])} skipped (unfinished), {len(tally['failed'])} failed"
+             + (f" ({', '.join(sorted(tally['failed']))})" if tally["failed"] else "") + f"; table {table_path}")
+    table = read_summary_table(table_path)
+    table.attrs["tally"] = tally
+    return table
