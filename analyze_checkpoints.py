@@ -3,14 +3,17 @@
 annotations, training curves, and test-set evaluation with perplexity by token frequency.
 
     python analyze_checkpoints.py --run checkpoints/<run> [--out analysis_runs] [--device cpu] [--max_new_tokens 200]
+    python analyze_checkpoints.py --run checkpoints/<run> --influence [--influence_method cg --influence_n_train 128]
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from picollm.analysis import analyze_run
 from picollm.cli import run_cli
+from picollm.influence import add_influence_args, analyze_influence, influence_kwargs
 from picollm.log import setup_logging
 
 
@@ -20,6 +23,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="analysis_runs", help="root of the analysis directories")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens generated per prompt and strategy")
+    add_influence_args(parser)
     return parser.parse_args(argv)
 
 
@@ -30,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     test = summary["test"]
     print(f"{summary['run']}: test loss {test['test_loss']:.4f}, ppl {test['test_ppl']:.2f}, "
           f"acc {test['test_acc']:.3f} on {test['test_tokens']} tokens -> {args.out}/{summary['run']}/")
+    if args.influence:
+        out_dir = Path(args.out) / summary["run"]
+        result = analyze_influence(args.run, out_dir, device=args.device, **influence_kwargs(args))
+        print(f"{summary['run']}: Fisher trace {result['fisher_trace']:.4g}, influence of {args.influence_n_train} "
+              f"training windows on {args.influence_n_test} test windows -> {out_dir}/influence_top.csv")
     return 0
 
 
