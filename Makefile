@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python main.py
+	$(BIN)/python auto_train_then_analyze.py --fast
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -1,0 +1,80 @@
+"""auto_train_then_analyze.py end to end: every family trained, analysed, summarised; a re-run does nothing."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory) -> Path:
+    """A tiny space over a small learnable corpus: every family, a few dozen steps each."""
+    tmp = tmp_path_factory.mktemp("space")
+    rng = random.Random(0)
+    words, verbs = ["the cat", "a dog", "my bird", "one fish"], ["sat on", "ran to", "looked at", "jumped over"]
+    lines = [f"{rng.choice(words)} {rng.choice(verbs)} {rng.choice(words)}." for _ in range(1500)]
+    (tmp / "toy.txt").write_text("\n".join(lines) + "\n")
+    spec = {"description": "test: every family, tiny",
+            "base": {"corpus": str(tmp / "toy.txt"), "embed": 16, "hidden": 32, "layers": 1, "heads": 2,
+                     "block_size": 16, "batch_size": 8, "max_steps": 40, "eval_interval": 20, "eval_tokens": 2048,
+                     "warmup_steps": 5, "lr": 1e-2},
+            "configs": [{"model": "kgram_mlp", "k": 3}, {"model": "kgram_mlp", "k": 2, "activation": "relu"},
+                        {"model": "lstm"}, {"model": "xlstm"}, {"model": "transformer"}],
+            "sampler": "grid"}
+    (tmp / "space.json").write_text(json.dumps(spec))
+    return tmp / "space.json"
+
+
+def pipeline(work: Path, space: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "auto_train_then_analyze.py"), "--space", str(space), "--workers", "2",
+           "--out_dir", "ck", "--analysis_dir", "ar", "--log_dir", "logs", "--max_new_tokens", "12"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def snapshot(*dirs: Path) -> dict[str, int]:
+    """path -> mtime_ns of every file under dirs."""
+    return {str(p): p.stat().st_mtime_ns for d in dirs for p in d.rglob("*") if p.is_file()}
+
+
+def test_pipeline_end_to_end_then_rerun_does_nothing(tmp_path, space):
+    proc = pipeline(tmp_path, space)
+    output = proc.stdout + proc.stderr
+    ck, ar = tmp_path / "ck", tmp_path / "ar"
+
+    table = pd.read_csv(ar / "summary_cache.csv")
+    assert sorted(table["model"].unique()) == sorted(FAMILIES) and len(table) == 5
+    assert (table["status"] == "done").all()
+    assert (table["val_loss"] < table["initial_val_loss"]).all()
+    for run in table["run"]:
+        for name in ["config.json", "status.json", "metrics.csv", "tokenizer.json", "best.pt", "last.pt"]:
+            assert (ck / run / name).stat().st_size > 0, (run, name)
+        for name in ["summary.json", "generations.jsonl", "generations.csv", "metrics_curve.png"]:
+            assert (ar / run / name).stat().st_size > 0, (run, name)
+    for name in ["pareto_val_loss_vs_params.png", "pareto_val_loss_vs_token_accuracy.csv",
+                 "joint_kde_token_accuracy_vs_val_loss.png", "box_val_loss_by_family.png", "correlation_matrix.png",
+                 "heatmap_lstm_embed_x_hidden.png", "top10.md", "regression_summary.txt"]:
+        assert (ar / "plots" / name).stat().st_size > 0, name
+    html = (ar / "index.html").read_text()
+    assert all(run in html for run in table["run"]) and 'class="tok"' in html
+    for stage in ["batch", "analyze", "summary"]:
+        assert list((tmp_path / "logs").glob(f"*-{stage}.log")), stage
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {(ar / 'index.html').resolve()}"
+    for fam in FAMILIES:
+        assert f"{fam}" in output and "DID NOT LEARN" not in output
+
+    before = snapshot(ck, ar)
+    again = pipeline(tmp_path, space)
+    after = snapshot(ck, ar)
+    changed = sorted(p for p in before if after.get(p) != before[p] and not p.endswith("index.html"))
+    assert changed == [], changed  # no checkpoint, metric, analysis or plot was rewritten
+    assert "0 trained, 5 already finished" in again.stdout + again.stderr
+    assert "0 analysed, 5 up to date" in again.stdout + again.stderr
