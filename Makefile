@@ -17,7 +17,7 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/throughput.py
