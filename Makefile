@@ -9,7 +9,7 @@ export PICOLLM_DATA_DIR ?= $(abspath ../shared/data)
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,xlstm]'
 	touch $@
 
 demo: $(BIN)/.installed

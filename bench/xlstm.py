@@ -1,68 +1,105 @@
-"""Time xLSTM forward + backward on CPU for the three block mixes.
+"""Time xLSTM forward + backward on CPU: ours against the official library, for the three block mixes.
 
-    python bench/xlstm.py [--threads 2] [--batch 8] [--T 64] [--hidden 128] [--layers 4] [--backends chunkwise]
+    python bench/xlstm.py [--threads 2] [--batch 8] [--T 64] [--embed 128] [--layers 4] [--repeat 15]
 
-The median is what a training loop sees; the minimum is the better estimate on a shared, busy machine.
+Ours and the library (if installed: pip install -e .[xlstm]) are timed interleaved, one step of each in
+turn, so that load from other processes on a shared machine affects both alike. The median is what a
+training loop sees; the minimum is the better estimate on a busy machine. Prints `uptime` first.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from picollm.models.xlstm import XLSTM, XLSTMConfig
+# this file is named xlstm.py: drop its folder from the path so `import xlstm` finds the library, not us
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+from picollm.models.base import LanguageModel  # noqa: E402
+from picollm.models.xlstm import XLSTM, XLSTMConfig  # noqa: E402
 
 
-def bench(ratio: str, args, backend: str = "chunkwise") -> tuple[float, float]:
+def make_models(ratio: str, args) -> dict[str, LanguageModel]:
     torch.manual_seed(0)
-    cfg = XLSTMConfig(vocab_size=args.vocab, embed=args.embed, hidden=args.hidden, layers=args.layers,
-                      heads=args.heads, xlstm_ratio=ratio)
-    model = XLSTM(cfg)
-    model.set_mlstm_backend(backend)
-    idx = torch.randint(0, args.vocab, (args.batch, args.T + 1))
+    models: dict[str, LanguageModel] = {}
+    for backend in args.backends.split(","):
+        model = XLSTM(XLSTMConfig(vocab_size=args.vocab, embed=args.embed, hidden=args.embed, layers=args.layers,
+                                  heads=args.heads, xlstm_ratio=ratio))
+        model.set_mlstm_backend(backend)
+        models[f"ours/{backend}"] = model
+        if ratio == "0:1":
+            break  # no mLSTM block: the backends are the same model
+    if not args.no_lib:
+        try:
+            from picollm.models.xlstm_lib import XLSTMLib, XLSTMLibConfig
 
+            models["library"] = XLSTMLib(XLSTMLibConfig(vocab_size=args.vocab, block_size=args.T, embed=args.embed,
+                                                        layers=args.layers, heads=args.heads, xlstm_ratio=ratio))
+        except ImportError:
+            print("library not installed: pip install -e .[xlstm]")
+    return models
+
+
+def step_fn(model: LanguageModel, idx: torch.Tensor, vocab: int) -> Callable[[], None]:
     def step() -> None:
+        model.zero_grad(set_to_none=True)
         logits, _ = model(idx[:, :-1])
-        F.cross_entropy(logits.reshape(-1, args.vocab), idx[:, 1:].reshape(-1)).backward()
+        F.cross_entropy(logits.reshape(-1, vocab), idx[:, 1:].reshape(-1)).backward()
 
+    return step
+
+
+def bench(ratio: str, args) -> dict[str, tuple[float, float, int]]:
+    """name -> (median ms, min ms, params), measured interleaved."""
+    models = make_models(ratio, args)
+    idx = torch.randint(0, args.vocab, (args.batch, args.T + 1), generator=torch.Generator().manual_seed(0))
+    steps = {name: step_fn(m, idx, args.vocab) for name, m in models.items()}
     for _ in range(args.warmup):
-        step()
-    times = []
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2] * 1e3, times[0] * 1e3
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(t) * 1e3, min(t) * 1e3, models[name].num_params()) for name, t in times.items()}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--T", type=int, default=64)
     p.add_argument("--vocab", type=int, default=256)
-    p.add_argument("--embed", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--embed", type=int, default=128, help="block width (embed == hidden, as the library)")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeat", type=int, default=15)
-    p.add_argument("--backends", default="chunkwise,parallel,recurrent", help="mLSTM forms to time")
+    p.add_argument("--ratios", default="1:0,1:1,0:1")
+    p.add_argument("--backends", default="chunkwise", help="our mLSTM forms to time (chunkwise,parallel,recurrent)")
+    p.add_argument("--no_lib", action="store_true", help="time ours only")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"B={args.batch} T={args.T} hidden={args.hidden} layers={args.layers} heads={args.heads} "
-          f"threads={args.threads} torch={torch.__version__}")
-    print(f"{'ratio':>6} {'backend':>10} {'params':>9} {'median ms':>10} {'min ms':>8}")
-    for ratio in ["1:0", "1:1", "0:1"]:
-        for backend in (args.backends.split(",") if ratio != "0:1" else ["-"]):
-            med, best = bench(ratio, args, backend if backend != "-" else "chunkwise")
-            n = XLSTM(XLSTMConfig(vocab_size=args.vocab, embed=args.embed, hidden=args.hidden,
-                                  layers=args.layers, heads=args.heads, xlstm_ratio=ratio)).num_params()
-            print(f"{ratio:>6} {backend:>10} {n:>9,} {med:>10.1f} {best:>8.1f}")
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    print(f"B={args.batch} T={args.T} embed=hidden={args.embed} layers={args.layers} heads={args.heads} "
+          f"threads={args.threads} repeat={args.repeat} torch={torch.__version__}")
+    print(f"{'ratio':>6} {'model':>16} {'params':>9} {'median ms':>10} {'min ms':>8} {'lib/ours (median)':>18}")
+    for ratio in args.ratios.split(","):
+        res = bench(ratio, args)
+        lib = res.get("library")
+        for name, (med, best, n) in res.items():
+            speedup = f"{lib[0] / med:.2f}x" if lib and name != "library" else ""
+            print(f"{ratio:>6} {name:>16} {n:>9,} {med:>10.1f} {best:>8.1f} {speedup:>18}", flush=True)
+    print(f"uptime: {os.popen('uptime').read().strip()}")
 
 
 if __name__ == "__main__":

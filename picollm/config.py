@@ -32,7 +32,7 @@ class RunConfig:
     batching: str = _f("auto", "random windows, or contiguous streams with carried state; auto = stream for recurrent families",
                        ("auto", "random", "stream"))
     # --- model ------------------------------------------------------------------------------------
-    model: str = _f("transformer", "model family (kgram_mlp, lstm, xlstm, transformer)")
+    model: str = _f("transformer", "model family (kgram_mlp, lstm, xlstm, transformer; xlstm_lib with the xlstm extra)")
     embed: int = _f(64, "token embedding size")
     hidden: int = _f(128, "hidden size: MLP width (kgram), cell size (lstm), block width (xlstm)")
     layers: int = _f(2, "stacked layers (lstm), blocks (xlstm, transformer)")
@@ -176,7 +176,7 @@ class RunConfig:
 MODEL_FIELDS = frozenset({"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
                           "dropout", "tie_weights", "positional", "xlstm_ratio"})
 RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress"})
-RECURRENT_FAMILIES = frozenset({"lstm", "xlstm", "xlstm_lib"})
+RECURRENT_FAMILIES = frozenset({"lstm", "xlstm"})
 #: keys that config.json carries besides the settings themselves
 BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "device_used",
                               "max_steps_resolved", "train_tokens"})

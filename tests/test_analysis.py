@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import toy_sentences
 
 import picollm.analysis as analysis
 from picollm.analysis import (
@@ -36,21 +37,11 @@ NEW_TOKENS = 8
 FAST = dict(max_new_tokens=NEW_TOKENS, threads=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> list[Path]:
     """Four tiny finished runs: kgram_mlp, lstm, transformer, and a second lstm seed (the 'new run')."""
     rng = random.Random(0)
-    words = ["the cat", "a dog", "my bird", "one fish"]
-    verbs = ["sat on", "ran to", "looked at", "jumped over"]
-    lines = [f"{rng.choice(words)} {rng.choice(verbs)} {rng.choice(words)}." for _ in range(1200)]
+    lines = toy_sentences(1200)
     lines += ["Zyx!"] * 40  # a few rare characters, so every frequency bucket is used
     rng.shuffle(lines)
     root = tmp_path_factory.mktemp("ana")

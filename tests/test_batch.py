@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -21,17 +20,6 @@ from picollm.runs import list_runs, read_json, read_status
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
                 "grad_norm_preclip", "grad_norm_postclip", "max_param_grad", "weight_norm", "learning_rate"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    words = ["the cat", "a dog", "my bird", "one fish"]
-    verbs = ["sat on", "ran to", "looked at", "jumped over"]
-    lines = [f"{rng.choice(words)} {rng.choice(verbs)} {rng.choice(words)}." for _ in range(1500)]
-    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def write_space(path: Path, corpus: str, configs=None, base=None, **extra) -> str:

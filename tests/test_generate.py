@@ -4,13 +4,13 @@ annotations and the CLI."""
 
 import itertools
 import math
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import toy_sentences
 from torch import nn
 
 from picollm.config import RunConfig
@@ -39,22 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------------------------------
 # fixtures: tiny trained runs, and a bigram model whose probabilities we choose
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode fastest on one thread (a busy machine makes two threads much slower still)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """One tiny trained run per family on a toy text (block_size 16, so the transformer's context is short)."""
-    rng = random.Random(0)
-    words = ["the cat", "a dog", "my bird", "one fish"]
-    verbs = ["sat on", "ran to", "looked at", "jumped over"]
-    text = "\n".join(f"{rng.choice(words)} {rng.choice(verbs)} {rng.choice(words)}." for _ in range(1200)) + "\n"
+    text = "\n".join(toy_sentences(1200)) + "\n"
     root = tmp_path_factory.mktemp("gen")
     corpus = root / "toy.txt"
     corpus.write_text(text)

@@ -1,7 +1,6 @@
 """The trainer: metrics and files, determinism, resume == uninterrupted, skip when done, divergence."""
 
 import math
-import random
 
 import pandas as pd
 import pytest
@@ -15,18 +14,6 @@ from picollm.train import METRIC_COLUMNS, lr_at, train_run
 
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
                 "grad_norm_preclip", "grad_norm_postclip", "max_param_grad", "weight_norm", "learning_rate"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A small local text with learnable structure (fast to train on)."""
-    rng = random.Random(0)
-    words = ["the cat", "a dog", "my bird", "one fish"]
-    verbs = ["sat on", "ran to", "looked at", "jumped over"]
-    lines = [f"{rng.choice(words)} {rng.choice(verbs)} {rng.choice(words)}." for _ in range(1500)]
-    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def tiny(corpus, tmp_path, **overrides) -> RunConfig:

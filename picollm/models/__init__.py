@@ -21,6 +21,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "kgram_mlp": ("picollm.models.kgram_mlp", "KGramMLP", "KGramMLPConfig"),
     "lstm": ("picollm.models.lstm", "LSTM", "LSTMConfig"),
     "xlstm": ("picollm.models.xlstm", "XLSTM", "XLSTMConfig"),
+    "xlstm_lib": ("picollm.models.xlstm_lib", "XLSTMLib", "XLSTMLibConfig"),
     "transformer": ("picollm.models.transformer", "Transformer", "TransformerConfig"),
 }
 

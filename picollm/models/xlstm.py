@@ -17,6 +17,11 @@ The empty state ("start of text") has C = n = 0 and stabiliser m = -inf: the sta
 running max of the log-gate weights, which is what the library's parallel forward (and its sLSTM cell,
 through its `n == 0` check) computes. Saved states are finite after the first token.
 
+Speed on CPU (bench/xlstm.py): the sLSTM loop runs without autograd and has a hand-written backward through
+time (SLSTMScan, both loops TorchScript-compiled), 2.5-4.5x faster than the library's vanilla backend; the
+depthwise conv is written as K shifted multiply-adds; the mLSTM block runs at the library's speed.
+tests/test_xlstm_parity.py checks all of it against the library and a plain-autograd reference.
+
 Differences from the library (xlstm 2.0.6), for whoever copies weights across:
 - its mLSTM step() starts from m = 0, so its own stepping differs slightly from its forward; ours matches
   its forward. Our mLSTM state is n (B, NH, DH), m (B, NH) where it has (B, NH, DH, 1), (B, NH, 1, 1).
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -243,7 +249,23 @@ def mlstm_chunkwise(q, k, v, i, f, state=None, chunk_size: int = 64, eps: float 
 def slstm_scan(wx: Tensor, R: Tensor, state=None):
     """wx (T, NH, B, 4*DH): input pre-activations + bias, gates in the order i, f, z, o per head;
     R (NH, DH, 4*DH): headwise recurrent kernel (h_{t-1} of a head feeds only that head's gates);
-    state (c, n, m, h), each (NH, B, DH). Returns h for every step (T, NH, B, DH) and the final state."""
+    state (c, n, m, h), each (NH, B, DH). Returns h for every step (T, NH, B, DH) and the final state.
+
+    Runs the loop without autograd and backpropagates through time by hand (SLSTMScan): on CPU a step is
+    a dozen small ops whose autograd bookkeeping would cost more than the arithmetic."""
+    T, NH, B, G = wx.shape
+    DH = G // 4
+    if state is None:
+        zeros = wx.new_zeros(NH, B, DH)
+        state = (zeros, zeros, wx.new_full((NH, B, DH), -math.inf), zeros)
+    c0, n0, m0, h0 = state
+    hs, c, n, m = SLSTMScan.apply(wx, R, c0, n0, m0, h0)
+    return hs, (c, n, m, hs[-1])
+
+
+def slstm_scan_reference(wx: Tensor, R: Tensor, state=None):
+    """slstm_scan written as a plain loop of differentiable ops: the reference its hand-written backward
+    is tested against."""
     T, NH, B, G = wx.shape
     DH = G // 4
     if state is None:
@@ -261,6 +283,106 @@ def slstm_scan(wx: Tensor, R: Tensor, state=None):
         h = torch.sigmoid(o) * c / n
         hs.append(h)
     return torch.stack(hs), (c, n, m, h)
+
+
+def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor) -> Tensor:
+    """The forward recurrence, writing the pre-activations of step t into A[t] (T, NH, B, 4DH) and its
+    c, n, m, h into S[:, t + 1] (4, T + 1, NH, B, DH); S[:, 0] holds the initial state."""
+    DH = wx.shape[3] // 4
+    c, n, m, h = S[0, 0], S[1, 0], S[2, 0], S[3, 0]
+    for t in range(wx.shape[0]):
+        a = torch.baddbmm(wx[t], h, R, out=A[t])
+        i, f, z, o = a.split(DH, dim=-1)
+        u = F.logsigmoid(f).add_(m)  # log f + m_prev
+        m = torch.maximum(i, u, out=S[2, t + 1])  # stabiliser: exp(i - m), exp(u - m) are <= 1
+        ig, fg = (i - m).exp_(), (u - m).exp_()
+        c = torch.addcmul(fg * c, ig, torch.tanh(z), out=S[0, t + 1])
+        n = torch.addcmul(ig, fg, n, out=S[1, t + 1])
+        h = torch.mul(torch.sigmoid(o), c, out=S[3, t + 1]).div_(n)
+    return A
+
+
+def _slstm_backward_loop(g_hs: Tensor, gc: Tensor, gn: Tensor, gm: Tensor, P: Tensor, Q: Tensor, c_prev: Tensor,
+                         n_prev: Tensor, tz: Tensor, ig: Tensor, fg: Tensor, sel_i: Tensor, sel_u: Tensor,
+                         sig_nf: Tensor, K_z: Tensor, K_o: Tensor, Rt: Tensor, dA: Tensor) -> list[Tensor]:
+    """Backward through time: fills dA[t] (the gradient of step t's pre-activations) for t = T-1 .. 0 and
+    returns the gradients of the initial state [c, n, m, h]. g* are the gradients of the loss w.r.t. the
+    state after the last step; the other (T, NH, B, DH) inputs are the local derivatives of every step."""
+    gh_rec = torch.zeros_like(gc)
+    for t in range(g_hs.shape[0] - 1, -1, -1):
+        gh = g_hs[t] + gh_rec
+        gc = torch.addcmul(gc, gh, P[t])  # h = sigmoid(o) c / n
+        gn = torch.addcmul(gn, gh, Q[t], value=-1.0)
+        dfg = torch.addcmul(gc * c_prev[t], gn, n_prev[t])  # c = fg c_prev + ig tanh(z), n = fg n_prev + ig
+        dig = torch.addcmul(gn, gc, tz[t])
+        gA, gB = dig * ig[t], dfg * fg[t]  # through ig = exp(i - m), fg = exp(u - m)
+        dm = gm - gA - gB
+        di = torch.addcmul(gA, dm, sel_i[t])  # m = max(i, u)
+        du = torch.addcmul(gB, dm, sel_u[t])
+        torch.cat([di, du * sig_nf[t], gc * K_z[t], gh * K_o[t]], dim=-1, out=dA[t])
+        gm, gc, gn = du, gc * fg[t], gn * fg[t]  # u = m_prev + log f
+        gh_rec = torch.bmm(dA[t], Rt)
+    return [gc, gn, gm, gh_rec]
+
+
+_SCRIPTED: dict[str, object] = {}
+
+
+def _scripted(fn):
+    """torch.jit.script(fn), made once: it runs the small ops of the loops without Python's overhead
+    (4-5x faster on CPU). TorchScript is deprecated in torch 2.x; if it ever fails, use fn as it is."""
+    if fn.__name__ not in _SCRIPTED:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _SCRIPTED[fn.__name__] = torch.jit.script(fn)
+        except Exception:  # noqa: BLE001 - any scripting failure: fall back to eager
+            _SCRIPTED[fn.__name__] = fn
+    return _SCRIPTED[fn.__name__]
+
+
+class SLSTMScan(torch.autograd.Function):
+    """The sLSTM recurrence with a hand-written backward through time.
+
+    forward(wx (T, NH, B, 4DH), R (NH, DH, 4DH), c0, n0, m0, h0 (NH, B, DH)) -> hs (T, NH, B, DH), c, n, m.
+    The forward keeps the pre-activations and the states of every step; the backward recomputes the
+    pointwise gate values of all steps at once and loops only over what is truly sequential."""
+
+    @staticmethod
+    def forward(ctx, wx, R, c0, n0, m0, h0):
+        T, NH, B, G = wx.shape
+        A = torch.empty_like(wx)  # pre-activations of every step
+        S = wx.new_empty(4, T + 1, NH, B, G // 4)  # c, n, m, h of every step; index 0: the initial state
+        for k, s0 in enumerate((c0, n0, m0, h0)):
+            S[k, 0] = s0
+        _scripted(_slstm_forward_loop)(wx.contiguous(), R.contiguous(), A, S)
+        ctx.save_for_backward(A, R, S)
+        return S[3, 1:], S[0, -1], S[1, -1], S[2, -1]
+
+    @staticmethod
+    def backward(ctx, g_hs, g_c, g_n, g_m):
+        A, R, S = ctx.saved_tensors
+        T, NH, B, G = A.shape
+        DH = G // 4
+        # pointwise quantities of every step at once, (T, NH, B, DH) each
+        i, f, z, o = A.split(DH, dim=-1)
+        c_prev, n_prev, m_prev = S[0, :-1], S[1, :-1], S[2, :-1]
+        c, n, m, h = S[0, 1:], S[1, 1:], S[2, 1:], S[3, 1:]
+        u = F.logsigmoid(f) + m_prev
+        ig, fg = torch.exp(i - m), torch.exp(u - m)
+        tz, so = torch.tanh(z), torch.sigmoid(o)
+        sel_i = (i > u).to(A.dtype) + 0.5 * (i == u).to(A.dtype)  # how torch.maximum shares the gradient
+        P, Q = so / n, h / n  # dh/dc, -dh/dn
+        zero = A.new_zeros(NH, B, DH)
+        grads = [zero if g is None else g.contiguous() for g in (g_c, g_n, g_m)]
+        g_hs = A.new_zeros(T, NH, B, DH) if g_hs is None else g_hs.contiguous()
+        dA = torch.empty_like(A)
+        d_state = _scripted(_slstm_backward_loop)(
+            g_hs, *grads, P, Q, c_prev, n_prev, tz, ig, fg, sel_i, 1.0 - sel_i, torch.sigmoid(-f),
+            ig * (1.0 - tz * tz), P * c * (1.0 - so), R.transpose(1, 2).contiguous(), dA)
+        h_prev = S[3, :-1].permute(1, 3, 0, 2).reshape(NH, DH, T * B)  # (NH, DH, T*B)
+        dR = torch.bmm(h_prev, dA.transpose(0, 1).reshape(NH, T * B, G))  # (NH, DH, 4DH)
+        return dA, dR, *d_state
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -306,12 +428,18 @@ class HeadwiseLinear(nn.Module):
 
 def causal_conv(x: Tensor, conv: nn.Conv1d, buf: Tensor | None) -> tuple[Tensor, Tensor]:
     """Depthwise causal conv. x (B, T, D), buf (B, K-1, D) the previous inputs (zeros at the start).
-    Returns y (B, T, D) and the new buffer (the last K-1 inputs)."""
-    K = conv.kernel_size[0]
+    Returns y (B, T, D) and the new buffer (the last K-1 inputs).
+
+    Written as K shifted multiply-adds: y_t = bias + sum_k w_k * xp_{t+k} (what F.conv1d computes), several
+    times faster than a depthwise convolution's forward and backward on CPU for small K."""
+    K, T = conv.kernel_size[0], x.shape[1]
     if buf is None:
         buf = x.new_zeros(x.shape[0], K - 1, x.shape[2])
     xp = torch.cat([buf, x], dim=1)  # (B, K-1+T, D)
-    y = F.conv1d(xp.transpose(1, 2), conv.weight, conv.bias, groups=x.shape[2]).transpose(1, 2)  # (B, T, D)
+    w = conv.weight[:, 0]  # (D, K)
+    y = torch.addcmul(conv.bias, xp[:, :T], w[:, 0])
+    for k in range(1, K):
+        y = torch.addcmul(y, xp[:, k:k + T], w[:, k])
     return y, xp[:, xp.shape[1] - (K - 1):]
 
 
@@ -386,6 +514,8 @@ class MLSTMBlock(nn.Module):
         if self.backend == "parallel":
             return mlstm_parallel(q, k, v, i, f) if state is None else mlstm_chunkwise(q, k, v, i, f, state, T)
         if self.backend == "chunkwise":
+            if state is None and T <= self.chunk_size:  # one chunk from the empty state: the parallel form,
+                return mlstm_parallel(q, k, v, i, f)  # the same computation without the chunk bookkeeping
             return mlstm_chunkwise(q, k, v, i, f, state, self.chunk_size)
         raise ValueError(f"unknown mLSTM backend {self.backend!r}")
 
