@@ -110,10 +110,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampler": "grid",
     },
     "fast": {
-        "description": "every family on Tiny Shakespeare, 2 short configs each: about a minute or two on 2 CPU "
-                       "cores with 2 workers",
+        "description": "every family on Tiny Shakespeare, 2 sizes x 2 learning rates (x 2 activations for the "
+                       "K-gram MLP), 300 steps each: a minute or two on 2 CPU cores with 2 workers",
         "base": {"corpus": "tinyshakespeare", "max_steps": 300, "eval_interval": 100, "eval_tokens": 4096,
-                 "block_size": 64, "batch_size": 32, "lr": 3e-3, "warmup_steps": 30},
+                 "block_size": 64, "batch_size": 32, "warmup_steps": 30},
+        "choices": {"lr": [3e-3, 1e-2]},
+        "family_choices": {"kgram_mlp": {"activation": ["relu", "gelu"]}},
         "configs": [
             {"model": "kgram_mlp", "embed": 32, "hidden": 128, "k": 3},
             {"model": "kgram_mlp", "embed": 64, "hidden": 256, "k": 5, "inner_layers": 2},

@@ -44,7 +44,8 @@ def test_preset_sizes_and_contents():
     assert reference.tie_weights and reference.corpus == "wikitext2"
 
     fast = sample(load_space("fast"))
-    assert sorted(c.model for c in fast) == sorted(["kgram_mlp", "lstm", "xlstm", "transformer"] * 2)
+    assert sorted(c.model for c in fast) == sorted(["kgram_mlp"] * 8 + ["lstm", "xlstm", "transformer"] * 4)
+    assert len({c.fingerprint() for c in fast}) == len(fast)
     assert all(c.corpus == "tinyshakespeare" and c.max_steps <= 300 for c in fast)
 
     pico = sample(load_space("pico"), seed=0)
