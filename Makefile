@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# a local copy of the corpora beside the checkout is used when present; otherwise they are downloaded
+ifneq ($(wildcard ../shared/data),)
 export PICOLLM_DATA_DIR ?= $(abspath ../shared/data)
+endif
 
 .PHONY: demo test lint bench clean
 
@@ -18,6 +21,9 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/throughput.py
