@@ -302,3 +302,17 @@ def test_scripts_run_and_report_missing_directories(trained, tmp_path):
                  ["analyze_all_checkpoints.py", "--checkpoints", str(tmp_path / "missing")]):
         bad = run_cmd([str(REPO / args[0]), *args[1:]], cwd=tmp_path)
         assert one_line_error(bad) and "missing" in bad.stderr
+
+
+def test_analyze_checkpoints_with_influence_writes_fisher_and_influence_files(trained, tmp_path):
+    run = trained[0]  # the K-gram MLP
+    out = tmp_path / "out"
+    res = run_cmd([str(REPO / "analyze_checkpoints.py"), "--run", str(run), "--out", str(out), "--max_new_tokens", "3",
+                   "--influence", "--influence_n_train", "8", "--influence_n_test", "2", "--influence_steps", "5",
+                   "--influence_lanczos_steps", "5"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "Fisher trace" in res.stdout
+    for name in ["fisher_layers.csv", "fisher_layers.png", "influence_top.csv", "influence.json"]:
+        assert (out / run.name / name).stat().st_size > 0, name
+    top = pd.read_csv(out / run.name / "influence_top.csv")
+    assert set(top["kind"]) == {"helpful", "harmful"} and top["test_index"].nunique() == 2
