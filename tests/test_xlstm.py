@@ -239,6 +239,25 @@ def test_gradients_are_finite_through_carried_state():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent"])
+def test_mlstm_gradients_stay_finite_when_an_input_gate_is_very_negative(form):
+    """Regression: an input-gate pre-activation of -140 at a text's first token (seen when training on PTB)
+    makes the stabiliser m = -140 there and exp(-m) overflows float32; the backward of the normaliser's
+    max(|n.q|, exp(-m)) then turned 0 * inf into NaN in every weight. The outputs stay the recurrent ones."""
+    q, k, v, i, f = (t.float().requires_grad_() for t in random_mlstm_inputs(seed=4))
+    with torch.no_grad():
+        i[:, :, 0] = -140.0
+        i[:, 1, 5] = -300.0
+    run = {"parallel": lambda: mlstm_parallel(q, k, v, i, f), "recurrent": lambda: mlstm_recurrent(q, k, v, i, f),
+           "chunkwise": lambda: mlstm_chunkwise(q, k, v, i, f, chunk_size=8)}[form]
+    h, _ = run()
+    h.square().sum().backward()
+    for name, t in zip("qkvif", (q, k, v, i, f), strict=True):
+        assert torch.isfinite(t.grad).all(), name
+    h_ref, _ = mlstm_recurrent(*(t.detach().double() for t in (q, k, v, i, f)))
+    torch.testing.assert_close(h.double(), h_ref, atol=1e-4, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------------------------

@@ -141,6 +141,17 @@ class XLSTMConfig:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _exp_neg(m: Tensor) -> Tensor:
+    """exp(-m), the normaliser's lower bound, capped just below the dtype's overflow.
+
+    A position whose stabiliser m is very negative (an input gate pre-activation of -140 at the start of a
+    text, say) would give exp(-m) = inf. The forward would survive that (h = 0), but the backward of
+    torch.maximum multiplies its zero gradient by that inf: NaN, which clipping spreads to every weight.
+    The library has the same formula and the same failure; where m is above the cap nothing changes."""
+    cap = math.log(torch.finfo(m.dtype).max) - 1.0  # 87.7 in float32
+    return torch.exp((-m).clamp(max=cap))
+
+
 def mlstm_empty_state(q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     B, NH, _, DH = q.shape
     return (q.new_zeros(B, NH, DH, DH), q.new_zeros(B, NH, DH), q.new_full((B, NH), -math.inf))
@@ -158,7 +169,7 @@ def mlstm_step(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state, eps
     n = fg * n + ig * k
     num = (q[..., None, :] @ C).squeeze(-2)  # q^T C: (B, NH, DH)
     den = (q * n).sum(-1, keepdim=True)
-    h = num / (torch.maximum(den.abs(), torch.exp(-m_new)[..., None]) + eps)
+    h = num / (torch.maximum(den.abs(), _exp_neg(m_new)[..., None]) + eps)
     return h, (C, n, m_new)
 
 
@@ -183,7 +194,7 @@ def mlstm_parallel(q, k, v, i, f, eps: float = EPS):
     m = logD.max(-1).values  # (B, NH, T) row-wise stabiliser == the recurrent m_t
     D = torch.exp(logD - m[..., None])
     S = (q @ k.transpose(-1, -2)) * D  # (B, NH, T, T)
-    den = torch.maximum(S.sum(-1, keepdim=True).abs(), torch.exp(-m)[..., None])
+    den = torch.maximum(S.sum(-1, keepdim=True).abs(), _exp_neg(m)[..., None])
     h = (S / (den + eps)) @ v  # (B, NH, T, DH)
     w = D[:, :, -1]  # (B, NH, T) weights of every input in the final memory, relative to exp(m_T)
     state = ((k * w[..., None]).transpose(-1, -2) @ v, (k * w[..., None]).sum(-2), m[..., -1])
@@ -237,7 +248,7 @@ def mlstm_chunkwise(q, k, v, i, f, state=None, chunk_size: int = 64, eps: float 
     s = torch.exp(g - m_row)[..., None]  # (B, NH, NS, L, 1)
     num = S @ v + s * (q @ C_in)
     den = S.sum(-1, keepdim=True) + s * (q @ n_in[..., None])
-    h = num / (torch.maximum(den.abs(), torch.exp(-m_row)[..., None]) + eps)
+    h = num / (torch.maximum(den.abs(), _exp_neg(m_row)[..., None]) + eps)
     return h.reshape(B, NH, NS * L, DH)[:, :, :T], (C, n, m)
 
 
