@@ -13,6 +13,7 @@ import argparse
 
 from picollm.cli import run_cli
 from picollm.errors import ConfigError
+from picollm.log import setup_logging
 
 
 def _families(text: str) -> tuple[str, ...]:
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     nn.add_argument("--eval_size", type=int, default=1024)
     args = p.parse_args(argv)
     families = _families(args.families)
+    setup_logging(f"xlstm_study-{args.study}")
     if args.study == "lm":
         from picollm.studies.xlstm_vs_baselines import run_lm_study
 

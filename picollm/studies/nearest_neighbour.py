@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import trange
 
 from picollm.config import RunConfig
 from picollm.errors import ConfigError
@@ -103,7 +104,7 @@ def train_and_score(family: str, refs: int, dim: int, classes: int, embed: int, 
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     model.train()
-    for step in range(steps):
+    for step in trange(steps, desc=f"{family} N={refs}", leave=False, disable=None):
         for group in opt.param_groups:  # short warmup, then cosine to 10%
             group["lr"] = lr * min(1.0, (step + 1) / 20) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
         inputs, target = make_batch(batch, refs, dim, classes, gen)

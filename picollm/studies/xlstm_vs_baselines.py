@@ -122,7 +122,7 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", corpus: str 
     base = RunConfig(corpus=corpus, tokenizer=tokenizer, embed=embed, layers=layers, heads=heads, block_size=block_size,
                      batch_size=batch_size, lr=lr, max_steps=max_steps, eval_interval=max_steps,
                      warmup_steps=min(50, max_steps // 10), eval_tokens=eval_tokens, xlstm_ratio="1:1", seed=seed,
-                     out_dir=str(out / "checkpoints"), progress=False, threads=threads)
+                     out_dir=str(out / "checkpoints"), threads=threads)
     tok, splits = prepare_data(corpus, base.resolved().tokenizer)
     sizes = match_sizes(base, tok.vocab_size, families)
     for family, res in sizes.items():
@@ -136,7 +136,7 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", corpus: str 
             over["batching"] = "random"  # its state is a recomputed window: train it like the Transformer
         cfg = base.replace(**over)
         t0 = time.perf_counter()
-        run_dir = train_run(cfg, quiet=True)
+        run_dir = train_run(cfg)
         train_wall = time.perf_counter() - t0
         _, _, model, _ = load_run(run_dir)
         t0 = time.perf_counter()
