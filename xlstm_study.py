@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     lm.add_argument("--lr", type=float, default=3e-3)
     lm.add_argument("--test_tokens", type=int, default=20000, help="cap on scored test tokens (0 = all)")
     lm.add_argument("--eval_tokens", type=int, default=4096, help="validation tokens per evaluation")
+    lm.add_argument("--batching", choices=("auto", "random"), default="auto",
+                    help="auto: LSTM and xLSTM (ours) on carried-state streams, the others on random windows; "
+                         "random: every family on random windows")
     nn = sub.add_parser("nn", help="nearest-neighbour search: accuracy against the number of references")
     nn.add_argument("--lengths", default="4,8,16,32", help="numbers of references")
     nn.add_argument("--steps", type=int, default=400)
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
         df = run_lm_study(args.out_dir, args.corpus, args.max_steps, args.embed, args.layers, args.heads,
                           args.block_size, args.batch_size, args.lr, args.test_tokens, args.eval_tokens,
-                          args.threads, families)
+                          args.threads, families, batching=args.batching)
     else:
         from picollm.studies.nearest_neighbour import run_nn_study
 

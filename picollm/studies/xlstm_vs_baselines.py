@@ -105,11 +105,16 @@ def plot_buckets(df: pd.DataFrame, path: Path, title: str) -> None:
 def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", corpus: str = "wikitext2", max_steps: int = 300,
                  embed: int = 64, layers: int = 2, heads: int = 4, block_size: int = 32, batch_size: int = 16,
                  lr: float = 3e-3, test_tokens: int = 20000, eval_tokens: int = 4096, threads: int = 0,
-                 families: tuple[str, ...] = FAMILIES, seed: int = 1337, tokenizer: str = "auto") -> pd.DataFrame:
+                 families: tuple[str, ...] = FAMILIES, seed: int = 1337, tokenizer: str = "auto",
+                 batching: str = "auto") -> pd.DataFrame:
     """Train every family at matched size, evaluate on the test split, write CSV + Markdown + plot.
 
-    test_tokens caps the scored test tokens (0 = the whole split). Finished runs are reused (same config,
+    test_tokens caps the scored test tokens (0 = the whole split). batching "auto" trains the LSTM and our
+    xLSTM on carried-state streams and the others on random windows; "random" trains every family on
+    random windows (separates the batching from the architecture). Finished runs are reused (same config,
     same run directory), so re-running only re-evaluates."""
+    if batching not in ("auto", "random"):
+        raise ConfigError(f"batching must be 'auto' or 'random'; got {batching!r}")
     from picollm.analysis import test_metrics
     from picollm.data import prepare_data
     from picollm.runs import load_run, run_summary
@@ -132,7 +137,7 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", corpus: str 
     rows = []
     for family in families:
         over = dict(sizes[family]["overrides"])
-        if family == "xlstm_lib":
+        if family == "xlstm_lib" or batching == "random":
             over["batching"] = "random"  # its state is a recomputed window: train it like the Transformer
         cfg = base.replace(**over)
         t0 = time.perf_counter()
