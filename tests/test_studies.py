@@ -63,7 +63,7 @@ def test_lm_study_runs_end_to_end(tmp_path):
     assert "| LSTM |" in (tmp_path / "out" / "lm_results.md").read_text()
 
 
-def test_lm_study_random_batching_reaches_every_family(tmp_path):
+def test_lm_study_random_batching_overrides_the_streams_of_a_recurrent_family(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(" ".join(f"w{i % 97}" for i in range(4000)))
     kwargs = dict(corpus=str(corpus), max_steps=2, embed=16, layers=1, heads=2, block_size=8, batch_size=4,
