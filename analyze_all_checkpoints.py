@@ -12,21 +12,22 @@ from __future__ import annotations
 import argparse
 
 from picollm.analysis import analyze_all
-from picollm.cli import run_cli
+from picollm.cli import ArgumentParser, run_cli
 from picollm.log import setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", default="checkpoints", help="root of the run directories")
     parser.add_argument("--out", default="analysis_runs", help="root of the analysis directories")
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (torch threads are "
-                        "split among them)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (on the CPU at most "
+                        "one per core; torch threads are split among them)")
     parser.add_argument("--skip_existing", action=argparse.BooleanOptionalAction, default=True,
                         help="skip runs whose analysis is newer than their checkpoints")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens generated per prompt and strategy")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = cores / workers)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = the cores split "
+                        "over the workers and those of the other picollm jobs running, as each run starts)")
     return parser.parse_args(argv)
 
 

@@ -12,13 +12,13 @@ import argparse
 from pathlib import Path
 
 from picollm.analysis import analyze_run
-from picollm.cli import run_cli
-from picollm.influence import add_influence_args, analyze_influence, influence_kwargs
+from picollm.cli import ArgumentParser, run_cli
+from picollm.influence import InfluenceSettings, add_influence_args, analyze_influence, influence_kwargs
 from picollm.log import setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run directory, e.g. checkpoints/<run>")
     parser.add_argument("--out", default="analysis_runs", help="root of the analysis directories")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    influence = influence_kwargs(args)
+    InfluenceSettings(**influence)  # every setting is checked before anything is written
     setup_logging("analyze")
     summary = analyze_run(args.run, args.out, device=args.device, max_new_tokens=args.max_new_tokens)
     test = summary["test"]
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
           f"acc {test['test_acc']:.3f} on {test['test_tokens']} tokens -> {args.out}/{summary['run']}/")
     if args.influence:
         out_dir = Path(args.out) / summary["run"]
-        result = analyze_influence(args.run, out_dir, device=args.device, **influence_kwargs(args))
+        result = analyze_influence(args.run, out_dir, device=args.device, **influence)
         print(f"{summary['run']}: Fisher trace {result['fisher_trace']:.4g}, influence of {args.influence_n_train} "
               f"training windows on {args.influence_n_test} test windows -> {out_dir}/influence_top.csv")
     return 0

@@ -20,10 +20,11 @@ import pandas as pd
 
 from picollm.analysis import analyze_all, available_cores
 from picollm.batch import add_batch_args, batch_kwargs, train_batch
-from picollm.cli import run_cli
+from picollm.cli import ArgumentParser, run_cli
 from picollm.errors import ConfigError
+from picollm.generate import DecodeConfig
 from picollm.log import get_logger, setup_logging
-from picollm.summary import add_summary_args, families, summarize
+from picollm.summary import add_summary_args, check_summary_inputs, families, summarize
 
 log = get_logger()
 
@@ -32,7 +33,7 @@ LEARNED_RATIO = 0.9
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true",
                         help="the `fast` preset: every family on Tiny Shakespeare, a few short runs each (< 5 min on "
                              "2 CPU cores); checks that every family learned")
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     timings = {}
+    # what the analysis and the summary will be given is checked now: found after the training, a mistake costs it
+    DecodeConfig(max_new_tokens=args.max_new_tokens)
+    check_summary_inputs(args.analysis_dir, args.formula)
 
     # 1. training (train_batch logs to <log_dir>/<timestamp>-batch.log itself)
     t = time.perf_counter()

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 
 from picollm.batch import add_batch_args, train_batch_from_args
-from picollm.cli import run_cli
+from picollm.cli import ArgumentParser, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_batch_args(parser)
     return train_batch_from_args(parser.parse_args(argv)).exit_code
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from picollm.cli import add_config_args, config_from_args, run_cli
+from picollm.cli import ArgumentParser, add_config_args, config_from_args, run_cli
 from picollm.log import setup_logging
 from picollm.models import FAMILIES
 from picollm.runs import run_summary
@@ -17,7 +17,7 @@ from picollm.train import train_run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["kgram_mlp", "lstm", "xlstm", "transformer"],
                         help=f"model families to train, in order (choices: {', '.join(FAMILIES)})")
     add_config_args(parser, exclude=("model",))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from picollm.cli import run_cli
+from picollm.cli import ArgumentParser, run_cli
 from picollm.log import setup_logging
 from picollm.summary import add_summary_args, summarize
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_summary_args(parser)
     args = parser.parse_args(argv)
     log_path = setup_logging("summary")

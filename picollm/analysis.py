@@ -16,14 +16,15 @@ table, whose columns (SUMMARY_COLUMNS) and row order (by run) do not depend on w
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
+import io
 import json
 import math
-import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -44,7 +45,8 @@ from picollm.generate import (
     generate,
 )
 from picollm.log import get_logger
-from picollm.runs import atomic_write_json, atomic_write_text, read_json, read_status
+from picollm.models import FAMILIES
+from picollm.runs import atomic_write_json, atomic_write_text, read_json, read_metrics, read_status
 
 log = get_logger()
 
@@ -136,7 +138,7 @@ def frequency_buckets(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 def test_metrics(model, train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: int, batch_size: int,
                  block_size: int, device: torch.device) -> dict[str, float]:
     """Loss, perplexity and accuracy on the whole test split, and perplexity per training-frequency bucket."""
-    from picollm.train import token_losses
+    from picollm.evaluate import token_losses
 
     targets, losses, correct = token_losses(model, test_ids, batch_size, block_size, device)
     losses = losses.double()
@@ -209,19 +211,6 @@ def plot_metrics(metrics: pd.DataFrame, path: Path, title: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # one run
 # --------------------------------------------------------------------------------------------------
-def _read_metrics(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "metrics.csv"
-    try:
-        m = pd.read_csv(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: not a complete picollm run (re-run training for it)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete the run directory and retrain") from None
-    if "step" not in m.columns or "val_loss" not in m.columns or m.empty:
-        raise CheckpointError(f"{path} has no metric rows; delete the run directory and retrain")
-    return m
-
-
 def _num(x: Any) -> float:
     return float(x) if x is not None and pd.notna(x) else math.nan
 
@@ -258,17 +247,18 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     The summary holds the full config, the status, the final and best metrics, the test evaluation and
     `row`, the run's summary_cache.csv row. A missing or corrupt file raises a one-line CheckpointError.
     """
+    from picollm.devices import resolve_device
     from picollm.runs import load_run
-    from picollm.train import resolve_device
 
     start = time.perf_counter()
+    DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist; list runs with `ls checkpoints/`")
     dev = resolve_device(device)
     config = read_json(run_dir / "config.json")
     status = read_status(run_dir)
-    metrics = _read_metrics(run_dir)
+    metrics = read_metrics(run_dir)
     cfg, tokenizer, model, best_ckpt = load_run(run_dir, "best", device=str(dev))
     splits = _encoded_splits(cfg.corpus, tokenizer)
     test = test_metrics(model, splits["train"], splits["test"], tokenizer.vocab_size, cfg.batch_size,
@@ -320,16 +310,97 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def read_summary_table(path: str | Path) -> pd.DataFrame:
-    """summary_cache.csv as a DataFrame with exactly SUMMARY_COLUMNS (empty when it does not exist)."""
+#: text columns of summary_cache.csv; every other column holds a number or nothing (a diverged run has no loss)
+SUMMARY_TEXT_COLUMNS = frozenset(["run", "run_dir", "fingerprint", "model", "status", "status_reason", "analyzed_at"]
+                                 + [f.name for f in fields(RunConfig) if isinstance(f.default, (str, bool))])
+#: what pandas reads as a missing number: such a cell is empty, not text in a numeric column
+_NA_WORDS = frozenset(["", "nan", "-nan", "na", "n/a", "#n/a", "null", "none", "<na>"])
+_SHOWN_LINES = 3  # bad lines named per problem, so a table of garbage still gives a one-line error
+_TABLE_FIX = "delete those rows, or delete the file and re-run analyze_all_checkpoints.py to rebuild it"
+
+
+def _line_list(lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:_SHOWN_LINES]))
+    more = f" (+{len(lines) - _SHOWN_LINES} more)" if len(lines) > _SHOWN_LINES else ""
+    return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
+
+
+def _table_text(path: Path) -> tuple[str, list[str], list[list[str]], list[int]]:
+    """The file's text, header, data rows and the line each row ends on; CheckpointError for bad bytes or shape."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the first column's name
+    except UnicodeDecodeError:
+        bad = []
+        for number, line in enumerate(data.split(b"\n"), 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(number)
+        raise CheckpointError(f"{path} is not UTF-8 text (bad bytes on {_line_list(bad)}); {_TABLE_FIX}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, lines = [], []
+    try:
+        for row in reader:
+            if row:  # pandas skips blank lines too
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as e:
+        raise CheckpointError(f"{path} line {reader.line_num} is not CSV ({e}); {_TABLE_FIX}") from None
+    if not rows:
+        raise CheckpointError(f"{path} is empty; delete it and re-run analyze_all_checkpoints.py to rebuild it")
+    header, body = rows[0], rows[1:]
+    ragged = [n for n, row in zip(lines[1:], body) if len(row) != len(header)]
+    if ragged:
+        raise CheckpointError(f"{path} {_line_list(ragged)}: not {len(header)} fields like the header (a row cut off "
+                              f"or run together); {_TABLE_FIX}")
+    return text, header, body, lines[1:]
+
+
+def _bad_cells(header: list[str], body: list[list[str]], lines: list[int], required: Iterable[str]) -> list[str]:
+    """One phrase per column with bad cells: what is wrong, on which lines, and an example."""
+    problems = []
+    for i, name in enumerate(header):
+        cells = pd.Series([row[i] for row in body], dtype=object)
+        empty = cells.str.strip().str.lower().isin(_NA_WORDS)
+        if name in SUMMARY_COLUMNS and name not in SUMMARY_TEXT_COLUMNS:
+            bad, what = ~empty & pd.to_numeric(cells, errors="coerce").isna(), "is not a number"
+        elif name == "model":
+            bad, what = ~empty & ~cells.isin(list(FAMILIES)), f"is not a model family ({', '.join(FAMILIES)})"
+        else:
+            bad, what = pd.Series(False, index=cells.index), ""
+        if name in required and name in SUMMARY_TEXT_COLUMNS:
+            bad, what = bad | empty, f"is empty{' or ' + what.removeprefix('is ') if what else ''}"
+        if bad.any():
+            where = [lines[j] for j in bad[bad].index]
+            example = next((v for v in cells[bad] if v.strip()), "")
+            problems.append(f"{name} {what} on {_line_list(where)}" + (f" (e.g. {example!r})" if example else ""))
+    return problems
+
+
+def read_summary_table(path: str | Path, required: Iterable[str] = ("run",)) -> pd.DataFrame:
+    """summary_cache.csv as a DataFrame with exactly SUMMARY_COLUMNS (empty when it does not exist).
+
+    The table is checked before pandas sees it, since pandas silently pads a short row, shifts a long one
+    into the index and draws a text cell as a category: a one-line CheckpointError names the file, the bad
+    lines and the fix for bytes that are not UTF-8, a row with the wrong number of fields, a `required` column
+    that is missing (or, for a text column, empty in a row), text in a numeric column and an unknown model
+    family. An empty numeric cell is fine.
+    """
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete it and re-run "
-                              "analyze_all_checkpoints.py --no-skip_existing") from None
+    text, header, body, lines = _table_text(path)
+    required = list(required)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise CheckpointError(f"{path} has no {', '.join(missing)} column (not a table written by "
+                              "analyze_all_checkpoints.py); delete it and re-run analyze_all_checkpoints.py to rebuild it")
+    problems = _bad_cells(header, body, lines, required)
+    if problems:
+        more = f"; and {len(problems) - 2} more column(s)" if len(problems) > 2 else ""
+        raise CheckpointError(f"{path}: {'; '.join(problems[:2])}{more}; {_TABLE_FIX}")
+    table = pd.read_csv(io.StringIO(text))
     return table.reindex(columns=SUMMARY_COLUMNS)
 
 
@@ -393,10 +464,16 @@ def is_up_to_date(run_dir: Path, out_root: Path) -> bool:
     return all(summary.stat().st_mtime > c.stat().st_mtime for c in checkpoints)
 
 
-def _analyze_job(run_dir: Path, out_root: Path, device: str, threads: int, max_new_tokens: int
-                 ) -> tuple[str, str, str]:
-    """Worker: analyse one run and add its row to the table. Returns (run, 'ok' | 'error', message)."""
-    torch.set_num_threads(threads)
+def _analyze_job(run_dir: Path, out_root: Path, device: str, threads: int, max_new_tokens: int,
+                 job: Any = None) -> tuple[str, str, str]:
+    """Worker: analyse one run and add its row to the table. Returns (run, 'ok' | 'error', message).
+
+    threads 0: this process's share of the cores beside the other picollm jobs running as the run starts
+    (job: the analysis's resources.Registration).
+    """
+    from picollm.resources import threads_per_process
+
+    torch.set_num_threads(threads or threads_per_process(1, job))
     start = time.perf_counter()
     try:
         summary = analyze_run(run_dir, out_root, device=device, max_new_tokens=max_new_tokens)
@@ -410,7 +487,10 @@ def _analyze_job(run_dir: Path, out_root: Path, device: str, threads: int, max_n
 
 
 def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process may use (picollm.resources.cpu_cores, the one definition)."""
+    from picollm.resources import cpu_cores
+
+    return cpu_cores()
 
 
 def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Path = "analysis_runs",
@@ -420,12 +500,17 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
 
     skip_existing skips runs whose summary.json is newer than their checkpoints (re-adding their row if the
     table lost it). Unfinished runs are skipped with a reason; a failing run is logged and does not stop the
-    others. threads: torch threads per worker (0 = cores // workers, so workers x threads <= cores).
+    others. On the CPU, workers are capped at the cores (with a logged note). threads: torch threads per
+    worker; 0 sizes them as each run starts, to cores // (workers + the busy processes of the other picollm
+    jobs running then, picollm/resources.py), so jobs started side by side do not oversubscribe the CPU.
     df.attrs["tally"] = {"analyzed": [...], "up_to_date": [...], "skipped": {run: reason}, "failed": {run: error}}.
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
+    from picollm import resources
+
+    DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
     checkpoints_dir, out_root = Path(checkpoints_dir), Path(out_root)
     if not checkpoints_dir.is_dir():
         raise CheckpointError(f"checkpoints directory {checkpoints_dir} does not exist; train runs first or pass "
@@ -449,34 +534,37 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
         else:
             todo.append(run_dir)
     update_summary_table(table_path, restore)
-    log.info(f"analysing {len(todo)} run(s) with {workers} worker(s); {len(tally['up_to_date'])} up to date, "
+    n_jobs = max(1, min(workers, len(todo)))
+    if device.startswith("cpu") and n_jobs > resources.cpu_cores():
+        n_jobs, note = resources.cap_workers(workers)
+        log.warning(note)
+    log.info(f"analysing {len(todo)} run(s) with {n_jobs} worker(s); {len(tally['up_to_date'])} up to date, "
              f"{len(tally['skipped'])} skipped")
 
     if todo:
-        n_jobs = min(workers, len(todo))
-        threads = threads or max(1, available_cores() // n_jobs)  # workers x threads <= cores
         previous_threads = torch.get_num_threads()
-        jobs = (delayed(_analyze_job)(r, out_root, device, threads, max_new_tokens) for r in todo)
-        if n_jobs == 1:  # in-process: no worker start-up cost, and tests can patch it
-            results = (_analyze_job(r, out_root, device, threads, max_new_tokens) for r in todo)
-        else:
-            results = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(jobs)
-        try:
-            for run, outcome, message in tqdm(results, total=len(todo), desc="analyze", dynamic_ncols=True):
-                if outcome == "ok":
-                    tally["analyzed"].append(run)
-                    log.info(f"{run}: analysed ({message})")
-                else:
-                    tally["failed"][run] = message
-                    log.error(f"{run}: FAILED: {message}")
-        except Exception as e:  # a worker process died (killed, out of memory): the rows written so far stay
-            reported = set(tally["analyzed"]) | set(tally["failed"])
-            for run in (r.name for r in todo if r.name not in reported):
-                tally["failed"][run] = f"worker died ({e.__class__.__name__}); run again to retry"
-            log.error(f"a worker died ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                      f"{len(todo) - len(reported)} run(s) not analysed")
-        finally:
-            torch.set_num_threads(previous_threads)
+        with resources.registered("analyze", n_jobs) as job:
+            if n_jobs == 1:  # in-process: no worker start-up cost, and tests can patch it
+                results = (_analyze_job(r, out_root, device, threads, max_new_tokens, job) for r in todo)
+            else:
+                jobs = (delayed(_analyze_job)(r, out_root, device, threads, max_new_tokens, job) for r in todo)
+                results = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(jobs)
+            try:
+                for run, outcome, message in tqdm(results, total=len(todo), desc="analyze", dynamic_ncols=True):
+                    if outcome == "ok":
+                        tally["analyzed"].append(run)
+                        log.info(f"{run}: analysed ({message})")
+                    else:
+                        tally["failed"][run] = message
+                        log.error(f"{run}: FAILED: {message}")
+            except Exception as e:  # a worker process died (killed, out of memory): the rows written so far stay
+                reported = set(tally["analyzed"]) | set(tally["failed"])
+                for run in (r.name for r in todo if r.name not in reported):
+                    tally["failed"][run] = f"worker died ({e.__class__.__name__}); run again to retry"
+                log.error(f"a worker died ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                          f"{len(todo) - len(reported)} run(s) not analysed")
+            finally:
+                torch.set_num_threads(previous_threads)
 
     log.info(f"analysis: {len(tally['analyzed'])} analysed, {len(tally['up_to_date'])} up to date, "
              f"{len(tally['skipped'])} skipped (unfinished), {len(tally['failed'])} failed"

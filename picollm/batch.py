@@ -11,13 +11,16 @@ finished by running the same command again, with the same metrics as if it had n
 --no-skip_existing retrains: just before a run starts, its old directory is renamed to
 <out_dir>/.replaced/, and deleted once the new run has trained without failing.
 
-- local backend: `workers` processes (forked from a forkserver that imported torch once, or spawned), each
-  with threads = cores // workers torch threads. A worker that dies (killed, out of memory) fails only the
-  run it was training and is replaced; workers exit when the batch process dies. With CUDA, worker slot i
-  uses cuda:(i % GPUs), and --runs_per_gpu K starts K workers per GPU (packing small runs).
+- local backend: `workers` processes (forked from a forkserver that imported torch once, or spawned; on
+  the CPU at most one per core). Each run gets cores // (this batch's workers + the busy processes of the
+  other picollm jobs running on this machine) torch threads, sized when it starts (picollm/resources.py),
+  unless --threads is given. A worker that dies (killed, out of memory) fails only the run it was
+  training, whose status.json then says so, and is replaced; workers exit when the batch process dies.
+  With CUDA, worker slot i uses cuda:(i % GPUs), and --runs_per_gpu K starts K workers per GPU.
 - ray backend: the same train_run as Ray tasks (num_cpus=threads, num_gpus=--gpus_per_run), on a local
   Ray or on a cluster (--address HOST:PORT; --out_dir must then be a filesystem every node shares, and
-  every node needs picollm installed).
+  every node needs picollm installed; see the README's "Ray cluster"). Each run's log lines come back into
+  the batch log when its task ends.
 - halving sampler: successive halving over the sampled configs (rungs from search.halving_schedule);
   eliminated runs are marked 'stopped' with their rank and keep their metrics.
 - --continue_best N: the best finished run (lowest val loss) trains N more epochs from its best.pt, as a
@@ -31,12 +34,15 @@ outcomes, timings, halving rankings) current after every run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -47,10 +53,11 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
+from picollm import resources
 from picollm.cli import add_config_args, config_overrides
 from picollm.config import RunConfig
 from picollm.errors import ConfigError, PicoError
-from picollm.log import get_logger, setup_logging
+from picollm.log import capture_records, get_logger, replay_records, setup_logging
 from picollm.runs import FINISHED, atomic_write_json, read_status, run_summary, write_status
 from picollm.search import PRESETS, SAMPLERS, halving_schedule, load_space, rung_budget, sample
 
@@ -203,6 +210,23 @@ def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bo
     return result
 
 
+def run_job_logged(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False) -> dict[str, Any]:
+    """run_job for a Ray task, returning the run's log records under "log" too: a task's logging stays in
+    its own process, possibly on another node, so the batch replays them into its log."""
+    with capture_records() as records:
+        result = run_job(cfg_dict, stop_at_step, fresh)
+    return {**result, "log": records, "host": socket.gethostname()}
+
+
+def mark_dead_run(run_dir: Path, reason: str) -> None:
+    """status.json of a run whose worker died says 'failed' and why, not 'running' (the next batch resumes it)."""
+    status = read_status(run_dir)
+    if status["status"] == "running":
+        keep = {k: status[k] for k in ("step", "max_steps", "best_val_loss", "best_step", "train_seconds")
+                if k in status}
+        write_status(run_dir, "failed", reason, **keep)
+
+
 def move_aside(run_dir: Path) -> Path:
     """Rename a run directory to <out_dir>/.replaced/<name>-<time>-<pid> (atomic on one filesystem)."""
     aside = run_dir.parent / ".replaced" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -237,7 +261,8 @@ def _worker_main(slot: int, device: str | None, threads: int, log_path: str | No
 
     import picollm.train  # noqa: F401  (imported once per worker, before the first job)
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     tqdm.set_lock(threading.RLock())  # tqdm's default is a multiprocessing lock, leaked when a worker is stopped
     if log_path:
         logger = get_logger()
@@ -256,6 +281,8 @@ def _worker_main(slot: int, device: str | None, threads: int, log_path: str | No
         job_id, cfg_dict, stop_at_step, fresh = message
         if device and str(cfg_dict.get("device", "")).startswith("cuda"):
             cfg_dict = {**cfg_dict, "device": device}  # GPU packing: this slot's GPU
+        if cfg_dict.get("threads"):
+            torch.set_num_threads(cfg_dict["threads"])
         conn.send((job_id, fn(cfg_dict, stop_at_step, fresh)))
 
 
@@ -275,12 +302,16 @@ class LocalPool:
 
     A job is sent to a known worker, so when a worker dies the batch knows which run it was training:
     that run fails, the worker is replaced, and the other runs carry on.
+
+    threads: torch threads per worker; 0 sizes them as each job starts, to the cores left by the other
+    picollm jobs running then (job: this batch's registration).
     """
 
     def __init__(self, workers: int, threads: int, devices: list[str] | None = None,
-                 log_path: Path | None = None, fn: Callable[..., dict] = run_job) -> None:
+                 log_path: Path | None = None, fn: Callable[..., dict] = run_job,
+                 job: resources.Registration | None = None) -> None:
         self.ctx = worker_context()
-        self.threads, self.devices, self.fn = threads, devices, fn
+        self.threads, self.devices, self.fn, self.job = threads, devices, fn, job
         self.log_path = str(log_path) if log_path else None
         self.slots: list[tuple[Any, Any] | None] = [None] * workers
         self.lifeline_r, self.lifeline_w = self.ctx.Pipe(duplex=False)  # only this process holds the write end
@@ -303,7 +334,10 @@ class LocalPool:
                     if self.slots[slot] is None or not self.slots[slot][0].is_alive():
                         self._start(slot)
                     i = queue.popleft()
-                    self.slots[slot][1].send((i, jobs[i].cfg.to_dict(), jobs[i].stop_at_step, jobs[i].fresh))
+                    cfg = jobs[i].cfg.to_dict()
+                    if not cfg.get("threads"):
+                        cfg["threads"] = self.threads or resources.threads_per_process(len(self.slots), self.job)
+                    self.slots[slot][1].send((i, cfg, jobs[i].stop_at_step, jobs[i].fresh))
                     busy[slot] = i
             handles = {}
             for slot in busy:
@@ -349,6 +383,60 @@ def import_ray():
     return ray
 
 
+#: how to give this machine a Ray cluster's token
+RAY_TOKEN_FIX = ("copy the cluster's token (`ray get-auth-token` on the head node) into ~/.ray/auth_token here "
+                 "(or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)")
+
+
+def ray_init_error(address: str | None, e: BaseException) -> ConfigError:
+    """The one-line error for a failed ray.init: Ray puts the real cause (a token the cluster refused, ...)
+    in the exception's cause or in warnings above it, not in its own message."""
+    chain, cause = [], e
+    while cause is not None and len(chain) < 5:
+        chain.append(f"{cause.__class__.__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(" ".join(chain).split())
+    token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    where = f"the Ray cluster at {address}" if address else "the local Ray instance"
+    if "AuthenticationError" in text or "InvalidAuthToken" in text or "Unauthenticated" in text:
+        if not token_mode:
+            return ConfigError(f"{where} uses token authentication and this machine sent no token: {RAY_TOKEN_FIX} "
+                               "and set RAY_AUTH_MODE=token, or start the cluster with RAY_AUTH_MODE=disabled "
+                               "on a trusted network")
+        if "no authentication token was found" in text:
+            return ConfigError(f"RAY_AUTH_MODE=token but this machine has no Ray token: {RAY_TOKEN_FIX}")
+        return ConfigError(f"{where} refused this machine's Ray token: {RAY_TOKEN_FIX} (the one of this cluster)")
+    first = " ".join(str(e).split()) or e.__class__.__name__
+    return ConfigError(f"cannot reach {where}: {first}; check that `ray start --head --port PORT` runs there "
+                       "and that this machine can reach the port (see the README's \"Ray cluster\")")
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[None]:
+    """Hold back what is written to fd 2 while the block runs, and let it through only if the block succeeds.
+
+    Ray's core prints a warning on fd 2 for every retry of a connection it will not get (20 of them for a
+    refused token); the one-line error names the cause instead. Only for joining a cluster: a local Ray's
+    processes would inherit the held fd.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+                sys.stderr.flush()
+
+
 class RayPool:
     """Each job is a Ray task running run_job with num_cpus=threads and num_gpus=gpus_per_run."""
 
@@ -358,11 +446,12 @@ class RayPool:
         if self.owns_ray:
             env = {k: os.environ[k] for k in ("PICOLLM_DATA_DIR", "PICOLLM_CACHE_DIR") if k in os.environ}
             try:
-                ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
-                         runtime_env={"env_vars": env} if env else None, log_to_driver=False)
-            except ConnectionError as e:
-                raise ConfigError(f"cannot reach the Ray cluster at {address}: {e}") from None
-        self.task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=1)(run_job)
+                with _stderr_held() if address else contextlib.nullcontext():
+                    ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
+                             runtime_env={"env_vars": env} if env else None, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
+                raise ray_init_error(address, e) from None
+        self.task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=1)(run_job_logged)
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
         pending = {self.task.remote(j.cfg.to_dict(), j.stop_at_step, j.fresh): j for j in jobs}
@@ -374,6 +463,7 @@ class RayPool:
             except Exception as e:  # the task's worker died, the node was lost, ...
                 result = {"status": "failed", "seconds": 0.0,
                           "reason": f"Ray task failed: {e.__class__.__name__}: {' '.join(str(e).split())[:200]}"}
+            replay_records(result.pop("log", []), f"[ray {result.pop('host', '?')}] ")
             yield job, result
 
     def close(self) -> None:
@@ -384,13 +474,6 @@ class RayPool:
 # --------------------------------------------------------------------------------------------------
 # planning: configs, resources
 # --------------------------------------------------------------------------------------------------
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def total_steps_of(cfg: RunConfig) -> int:
     """The run's full step budget (epochs are converted with the corpus's training split)."""
     if cfg.epochs <= 0:
@@ -427,16 +510,23 @@ class Resources:
 
 
 def plan_resources(configs: list[RunConfig], backend: str, workers: int | None, runs_per_gpu: int | None,
-                   gpus_per_run: float | None, threads: int | None) -> Resources:
-    """Workers, torch threads per worker (workers x threads <= cores) and GPU slots for this batch."""
+                   gpus_per_run: float | None, threads: int | None, address: str | None = None) -> Resources:
+    """Workers, torch threads per worker (workers x threads <= cores) and GPU slots for this batch.
+
+    Runs on this machine's CPU get at most one worker per core. threads is what the runs would get now,
+    beside the other picollm jobs running; local workers size it again as each run starts.
+    """
     for name, value in (("workers", workers), ("runs_per_gpu", runs_per_gpu)):
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be >= 1; got {value}")
     if gpus_per_run is not None and gpus_per_run <= 0:
         raise ConfigError(f"--gpus_per_run must be > 0 (e.g. 0.25); got {gpus_per_run}")
-    cores, notes = cpu_cores(), []
+    cores, notes = resources.cpu_cores(), []
     cuda = sorted({c.device for c in configs if c.device.startswith("cuda")})
     devices = None
+    if workers and not cuda and (backend == "local" or not address):
+        workers, note = resources.cap_workers(workers)
+        notes += [note] if note else []
     if backend == "ray":
         if runs_per_gpu and gpus_per_run and abs(gpus_per_run - 1 / runs_per_gpu) > 1e-9:
             raise ConfigError(f"--runs_per_gpu {runs_per_gpu} means --gpus_per_run {1 / runs_per_gpu:g}; give one of them")
@@ -459,7 +549,7 @@ def plan_resources(configs: list[RunConfig], backend: str, workers: int | None, 
                 notes.append("--runs_per_gpu ignored: the runs are on the CPU (use --device cuda to pack GPUs)")
             n = workers or min(len(configs), cores)
     n = max(1, min(n, len(configs)))
-    per = threads or max(1, cores // n)
+    per = threads or resources.threads_per_process(n)
     if n * per > cores and backend == "local" and not cuda:
         notes.append(f"{n} workers x {per} threads > {cores} cores: runs will compete for the CPU")
     return Resources(workers=n, threads=per, devices=devices, gpus_per_run=gpus, notes=notes)
@@ -528,6 +618,8 @@ class _BatchRunner:
                 todo.append(job)
         total = len(todo)
         for i, (job, result) in enumerate(self.pool.run(todo), 1):
+            if result["status"] == "failed":  # a worker that died had no chance to write its run's status
+                mark_dead_run(self.out_dir / job.cfg.run_name(), result.get("reason", ""))
             o = self.record(job.cfg, job.stage, result["status"], result.get("reason", ""), result.get("seconds", 0.0))
             loss = f" val {o.val_loss:.4f}" if o.val_loss is not None else ""
             log.info(f"[{i}/{total}] {o.run} {job.stage}: {o.outcome}{loss} ({o.seconds:.1f} s) {o.reason}")
@@ -653,6 +745,19 @@ def print_plan(configs: list[RunConfig], out_dir: Path, description: str) -> lis
     return outcomes
 
 
+def _run_stages(runner: _BatchRunner, configs: list[RunConfig], sampler: str, eta: int, fresh: bool,
+                epochs_more: float, max_steps: int | None) -> None:
+    for cfg in configs:
+        runner.register(cfg, "planned")
+    runner.write_manifest()
+    if sampler == "halving":
+        run_halving(runner, configs, eta, fresh=fresh)
+    else:
+        runner.execute([Job(c, fresh=fresh) for c in configs])
+    if epochs_more:
+        run_continue_best(runner, configs, epochs_more, max_steps)
+
+
 def train_batch(preset: str | None = None, space: str | Path | None = None, sampler: str | None = None,
                 n_runs: int | None = None, seed: int = 0, workers: int | None = None, max_steps: int | None = None,
                 skip_existing: bool = True, continue_best: float | None = None, eta: int | None = None,
@@ -682,25 +787,34 @@ def train_batch(preset: str | None = None, space: str | Path | None = None, samp
     sampler = sampler or sp.sampler
     eta = eta or sp.eta
     epochs_more = sp.continue_best if continue_best is None else continue_best
-    if epochs_more < 0:
-        raise ConfigError(f"--continue_best must be >= 0 epochs; got {epochs_more}")
+    if not (math.isfinite(epochs_more) and epochs_more >= 0):
+        raise ConfigError(f"--continue_best must be a finite number of epochs >= 0; got {epochs_more}")
     configs = sample(sp, sampler, n_runs, seed)
     if max_steps:
         configs = cap_steps(configs, max_steps)
     configs = [c.replace(out_dir=str(out_dir), progress=False) for c in configs]
     if sampler == "halving":
         halving_schedule(len(configs), eta)  # validates eta
-    res = plan_resources(configs, backend, workers, runs_per_gpu, gpus_per_run, fixed.get("threads"))
+    res = plan_resources(configs, backend, workers, runs_per_gpu, gpus_per_run, fixed.get("threads"), address)
     if dry_run:
         for note in res.notes:
             print(f"warning: {note}", file=sys.stderr)
         return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": ")))
 
+    # Ray is joined before anything is written: a cluster this machine cannot join is a user mistake
+    pool = RayPool(res.threads, res.gpus_per_run, address, res.workers * res.threads) if backend == "ray" else None
+    try:
+        lock = _lock(out_dir)
+    except ConfigError:
+        if pool:
+            pool.close()
+        raise
     log_path = setup_logging("batch", log_dir, console=console)
     for note in res.notes:
         log.warning(note)
-    configs = [c.replace(threads=res.threads) for c in configs]
-    lock = _lock(out_dir)
+    fixed_threads = backend == "ray" or bool(fixed.get("threads"))  # Ray's: the CPUs it reserves per task
+    if fixed_threads:
+        configs = [c.replace(threads=res.threads) for c in configs]
     manifest_path = _manifest_path(log_path)
     header = {"space": sp.name, "description": sp.description, "sampler": sampler, "seed": seed,
               "n_runs": len(configs), "eta": eta if sampler == "halving" else None, "max_steps_cap": max_steps,
@@ -708,26 +822,19 @@ def train_batch(preset: str | None = None, space: str | Path | None = None, samp
               "address": address, "resources": asdict(res), "out_dir": str(out_dir), "log": str(log_path),
               "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log.info(f"batch: {len(configs)} configs from space {sp.name} ({sampler}), {res.workers} {backend} workers x "
-             f"{res.threads} threads{', GPUs ' + ','.join(res.devices) if res.devices else ''}; manifest {manifest_path}")
+             f"{res.threads} threads{'' if fixed_threads else ' (sized as each run starts)'}"
+             f"{', GPUs ' + ','.join(res.devices) if res.devices else ''}; manifest {manifest_path}")
 
-    if backend == "ray":
-        pool = RayPool(res.threads, res.gpus_per_run, address, local_cpus=res.workers * res.threads)
-    else:
-        pool = LocalPool(res.workers, res.threads, res.devices, log_path)
-    runner = _BatchRunner(pool, out_dir, manifest_path, header)
-    for cfg in configs:
-        runner.register(cfg, "planned")
-    runner.write_manifest()
-    try:
-        if sampler == "halving":
-            run_halving(runner, configs, eta, fresh=not skip_existing)
-        else:
-            runner.execute([Job(c, fresh=not skip_existing) for c in configs])
-        if epochs_more:
-            run_continue_best(runner, configs, epochs_more, max_steps)
-    finally:
-        pool.close()
-        lock.close()
+    # a cluster's tasks run on its nodes: only a batch training here tells other jobs it uses this CPU
+    here = backend == "local" or not address
+    with resources.registered("batch", res.workers) if here else contextlib.nullcontext() as job:
+        pool = pool or LocalPool(res.workers, fixed.get("threads") or 0, res.devices, log_path, job=job)
+        runner = _BatchRunner(pool, out_dir, manifest_path, header)
+        try:
+            _run_stages(runner, configs, sampler, eta, not skip_existing, epochs_more, max_steps)
+        finally:
+            pool.close()
+            lock.close()
     runner.write_manifest(finished=True)
     report = BatchReport(outcomes=runner.outcomes(), manifest_path=manifest_path, log_path=log_path)
     log.info("\n" + report.table())

@@ -9,30 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, fields
+from dataclasses import fields
+from typing import NoReturn
 
 from picollm.config import RunConfig
 from picollm.errors import PicoError
+from picollm.settings import add_settings_args
 
 
 def add_config_args(parser: argparse.ArgumentParser, exclude: Iterable[str] = (), group_title: str = "run settings") -> None:
     """Add one --flag per RunConfig field (default None, so only what the user typed overrides)."""
-    group = parser.add_argument_group(group_title)
-    skip = set(exclude)
-    for f in fields(RunConfig):
-        if f.name in skip:
-            continue
-        default = f.default if f.default is not MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        kwargs: dict = {"default": None, "help": help_text}
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = type(default)
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-            kwargs["metavar"] = f.name.upper() if not f.metadata.get("choices") else None
-        group.add_argument(f"--{f.name}", **kwargs)
+    add_settings_args(parser, RunConfig, exclude=tuple(exclude), group_title=group_title, override=True)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -43,6 +30,14 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     return (base or RunConfig()).replace(**config_overrides(args)) if base else RunConfig(**config_overrides(args))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one `error: ...` line (exit 2) like every other user mistake,
+    instead of the usage block followed by the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -11,64 +11,67 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from picollm.errors import ConfigError
-
-
-def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+from picollm.settings import setting, validate_settings
 
 
 @dataclass(frozen=True)
 class RunConfig:
     # --- data -------------------------------------------------------------------------------------
-    corpus: str = _f("tinyshakespeare", "corpus name (tinyshakespeare, ptb, wikitext2, tinystories) or a path to a .txt file")
-    tokenizer: str = _f("auto", "tokenizer; auto = the corpus's own level", ("auto", "char", "word", "bpe"))
-    bpe_vocab_size: int = _f(2048, "vocabulary size of the byte-level BPE tokenizer (bpe only)")
-    block_size: int = _f(64, "context length: tokens per training sequence (the BPTT length for recurrent models)")
-    batch_size: int = _f(32, "sequences per optimisation step")
-    batching: str = _f("auto", "random windows, or contiguous streams with carried state; auto = stream for recurrent families",
-                       ("auto", "random", "stream"))
+    corpus: str = setting("tinyshakespeare", "corpus name (tinyshakespeare, ptb, wikitext2, tinystories) or a path to a .txt file")
+    tokenizer: str = setting("auto", "tokenizer; auto = the corpus's own level", choices=("auto", "char", "word", "bpe"))
+    # 256 byte tokens + <|endoftext|>: the smallest byte-level BPE vocabulary
+    bpe_vocab_size: int = setting(2048, "vocabulary size of the byte-level BPE tokenizer (bpe only)", bounds="[257, inf)")
+    block_size: int = setting(64, "context length: tokens per training sequence (the BPTT length for recurrent models)",
+                              bounds="[1, inf)")
+    batch_size: int = setting(32, "sequences per optimisation step", bounds="[1, inf)")
+    batching: str = setting("auto", "random windows, or contiguous streams with carried state; auto = stream for "
+                            "recurrent families", choices=("auto", "random", "stream"))
     # --- model ------------------------------------------------------------------------------------
-    model: str = _f("transformer", "model family (kgram_mlp, lstm, xlstm, transformer; xlstm_lib with the xlstm extra)")
-    embed: int = _f(64, "token embedding size")
-    hidden: int = _f(128, "hidden size: MLP width (kgram), cell size (lstm), block width (xlstm)")
-    layers: int = _f(2, "stacked layers (lstm), blocks (xlstm, transformer)")
-    heads: int = _f(4, "attention heads (transformer) or memory heads (xlstm)")
-    k: int = _f(3, "context tokens the K-gram MLP sees")
-    inner_layers: int = _f(1, "hidden layers of the K-gram MLP")
-    activation: str = _f("gelu", "activation of the K-gram MLP", ("relu", "gelu", "silu"))
-    norm: bool = _f(True, "LayerNorm in the K-gram MLP / on the LSTM outputs")
-    dropout: float = _f(0.0, "dropout probability")
-    tie_weights: bool = _f(True, "share the input embedding and the output projection")
-    positional: str = _f("learned", "transformer position encoding", ("learned", "rotary"))
-    xlstm_ratio: str = _f("1:1", "xLSTM[a:b]: a mLSTM blocks for every b sLSTM blocks")
+    model: str = setting("transformer", "model family (kgram_mlp, lstm, xlstm, transformer; xlstm_lib with the xlstm extra)")
+    embed: int = setting(64, "token embedding size", bounds="[1, inf)")
+    hidden: int = setting(128, "hidden size: MLP width (kgram), cell size (lstm), block width (xlstm)", bounds="[1, inf)")
+    layers: int = setting(2, "stacked layers (lstm), blocks (xlstm, transformer)", bounds="[1, inf)")
+    heads: int = setting(4, "attention heads (transformer) or memory heads (xlstm)", bounds="[1, inf)")
+    k: int = setting(3, "context tokens the K-gram MLP sees", bounds="[1, inf)")
+    inner_layers: int = setting(1, "hidden layers of the K-gram MLP", bounds="[1, inf)")
+    activation: str = setting("gelu", "activation of the K-gram MLP", choices=("relu", "gelu", "silu"))
+    norm: bool = setting(True, "LayerNorm in the K-gram MLP / on the LSTM outputs")
+    dropout: float = setting(0.0, "dropout probability", bounds="[0, 1)")
+    tie_weights: bool = setting(True, "share the input embedding and the output projection")
+    positional: str = setting("learned", "transformer position encoding", choices=("learned", "rotary"))
+    xlstm_ratio: str = setting("1:1", "xLSTM[a:b]: a mLSTM blocks for every b sLSTM blocks")
     # --- optimisation -----------------------------------------------------------------------------
-    lr: float = _f(1e-3, "peak learning rate (AdamW)")
-    min_lr_ratio: float = _f(0.1, "cosine schedule floor, as a fraction of lr")
-    weight_decay: float = _f(0.01, "AdamW weight decay on matrices (0 = Adam)")
-    beta1: float = _f(0.9, "AdamW beta1")
-    beta2: float = _f(0.99, "AdamW beta2")
-    schedule: str = _f("cosine", "learning-rate schedule after warmup", ("cosine", "constant", "plateau"))
-    warmup_steps: int = _f(50, "linear warmup steps")
-    plateau_factor: float = _f(0.5, "plateau schedule: multiply lr by this when val loss stalls")
-    plateau_patience: int = _f(2, "plateau schedule: evaluations without improvement before decaying")
-    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)")
-    max_steps: int = _f(1000, "optimisation steps (ignored when epochs > 0)")
-    epochs: float = _f(0.0, "train for this many passes over the training split (0 = use max_steps)")
-    eval_interval: int = _f(100, "evaluate on held-out data every N steps")
-    eval_tokens: int = _f(32768, "validation tokens per evaluation (0 = the whole split)")
-    early_stop_patience: int = _f(0, "stop after N evaluations without val-loss improvement (0 = never)")
-    seed: int = _f(1337, "random seed for initialisation, batches and dropout")
-    parent: str = _f("", "run directory whose best weights initialise this run (set by --continue_best)")
+    lr: float = setting(1e-3, "peak learning rate (AdamW)", bounds="(0, inf)")
+    min_lr_ratio: float = setting(0.1, "cosine schedule floor, as a fraction of lr", bounds="[0, 1]")
+    weight_decay: float = setting(0.01, "AdamW weight decay on matrices (0 = Adam)", bounds="[0, inf)")
+    beta1: float = setting(0.9, "AdamW beta1", bounds="[0, 1)")
+    beta2: float = setting(0.99, "AdamW beta2", bounds="[0, 1)")
+    schedule: str = setting("cosine", "learning-rate schedule after warmup", choices=("cosine", "constant", "plateau"))
+    warmup_steps: int = setting(50, "linear warmup steps", bounds="[0, inf)")
+    plateau_factor: float = setting(0.5, "plateau schedule: multiply lr by this when val loss stalls", bounds="(0, 1]")
+    plateau_patience: int = setting(2, "plateau schedule: evaluations without improvement before decaying",
+                                    bounds="[0, inf)")
+    grad_clip: float = setting(1.0, "clip the global gradient norm to this (0 = off)", bounds="[0, inf)")
+    max_steps: int = setting(1000, "optimisation steps (ignored when epochs > 0)", bounds="[0, inf)")
+    epochs: float = setting(0.0, "train for this many passes over the training split (0 = use max_steps)",
+                            bounds="[0, inf)")
+    eval_interval: int = setting(100, "evaluate on held-out data every N steps", bounds="[1, inf)")
+    eval_tokens: int = setting(32768, "validation tokens per evaluation (0 = the whole split)", bounds="[0, inf)")
+    early_stop_patience: int = setting(0, "stop after N evaluations without val-loss improvement (0 = never)",
+                                       bounds="[0, inf)")
+    # the batch order is seeded with seed * SEED_STRIDE + step, which must stay below 2**63
+    seed: int = setting(1337, "random seed for initialisation, batches and dropout", bounds="[0, 4294967295]")
+    parent: str = setting("", "run directory whose best weights initialise this run (set by --continue_best)")
     # --- runtime (do not change results, not fingerprinted) ----------------------------------------
-    device: str = _f("cpu", "cpu, cuda, cuda:N or mps (bf16 autocast on cuda)")
-    compile: bool = _f(False, "torch.compile the model")
-    out_dir: str = _f("checkpoints", "root directory of run directories")
-    threads: int = _f(0, "torch CPU threads (0 = torch default)")
-    progress: bool = _f(True, "show a tqdm progress bar")
+    device: str = setting("cpu", "cpu, cuda, cuda:N or mps (bf16 autocast on cuda)")
+    compile: bool = setting(False, "torch.compile the model")
+    out_dir: str = setting("checkpoints", "root directory of run directories")
+    threads: int = setting(0, "torch CPU threads (0 = torch default)", bounds="[0, inf)")
+    progress: bool = setting(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:
         # lr=1 and lr=1.0 are the same setting: make float fields floats so they fingerprint alike
@@ -81,35 +84,12 @@ class RunConfig:
     # ------------------------------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ConfigError (one line, naming the fix) for any impossible setting."""
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value is not None and value not in choices:
-                raise ConfigError(f"--{f.name} must be one of {', '.join(choices)}; got {value!r}")
-        positive = ["block_size", "batch_size", "embed", "hidden", "layers", "heads", "inner_layers",
-                    "bpe_vocab_size", "eval_interval"]
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"--{name} must be a positive integer; got {value!r}")
-        if self.k is not None and (not isinstance(self.k, int) or self.k < 1):
-            raise ConfigError(f"--k must be an integer >= 1 (the K-gram context); got {self.k!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0; got {self.lr}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1); got {self.dropout}")
-        for name in ["max_steps", "warmup_steps", "eval_tokens", "early_stop_patience", "threads", "plateau_patience"]:
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must be >= 0; got {getattr(self, name)}")
-        if not self.max_steps and self.epochs <= 0:
+        validate_settings(self)
+        if not self.max_steps and not self.epochs:
             raise ConfigError("nothing to train: set --max_steps > 0 or --epochs > 0")
-        if self.epochs < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise ConfigError("--epochs, --grad_clip and --weight_decay must be >= 0")
-        if (self.min_lr_ratio is not None and not 0.0 <= self.min_lr_ratio <= 1.0) or (
-            self.plateau_factor is not None and not 0.0 < self.plateau_factor <= 1.0
-        ):
-            raise ConfigError("--min_lr_ratio must be in [0, 1] and --plateau_factor in (0, 1]")
-        from picollm.models import check_family_config  # models import torch; keep config light to import
+        from picollm.models import (
+            check_family_config,  # not at the top: the model registry imports this module
+        )
 
         check_family_config(self)
 
@@ -187,5 +167,3 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def config_fields() -> list[dataclasses.Field]:
-    return list(fields(RunConfig))

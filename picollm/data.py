@@ -18,7 +18,6 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -176,16 +175,16 @@ def cache_dir() -> Path:
 
 
 def download(url: str, dest: Path, sha256: str | None) -> Path:
-    """Stream url into dest (temp file + os.replace), verifying sha256 when it is known."""
+    """Stream url into dest, written atomically, verifying sha256 when it is known."""
     from tqdm.auto import tqdm
 
+    from picollm.runs import atomic_write
+
     dest = Path(dest)
-    tmp: str | None = None
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+
+    def fetch(f) -> None:  # raising here leaves no partial file behind
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:
+        with urllib.request.urlopen(url, timeout=60) as r:
             total = int(r.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=None) as bar:
                 while chunk := r.read(1 << 20):
@@ -200,18 +199,16 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
                 f"checksum mismatch for {dest.name} from {url}: expected sha256 {sha256}, got {actual}; "
                 f"the download is corrupt or the file changed upstream, retry or place a good copy in ${DATA_DIR_ENV}"
             )
-        os.replace(tmp, dest)
-        tmp = None
-        return dest
+
+    try:
+        atomic_write(dest, fetch)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = " ".join(str(getattr(e, "reason", e)).split())
         raise DataError(
             f"cannot get {dest.name} from {url} ({reason}); set {DATA_DIR_ENV} to a directory holding "
             f"{dest.parent.name}/{dest.name}, or download it there by hand"
         ) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    return dest
 
 
 def corpus_file(spec: CorpusSpec, file: CorpusFile) -> Path:
@@ -239,8 +236,20 @@ def _verify_once(path: str, sha256: str) -> None:
 
 
 # --- splits -----------------------------------------------------------------------------------------
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
+def read_text_file(path: Path, what: str = "corpus file") -> str:
+    """A UTF-8 text file's content; a binary, non-UTF-8 or empty file is a one-line DataError saying what to do."""
+    data = Path(path).read_bytes()
+    if b"\0" in data[:1 << 16]:  # text never holds NUL bytes; binaries (executables, archives) almost always do
+        raise DataError(f"{what} {path} is a binary file, not text; give a plain UTF-8 .txt file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                        f"re-encode it, e.g. iconv -f latin1 -t utf-8 {path} > {Path(path).stem}-utf8.txt") from None
+    if not text.strip():
+        raise DataError(f"{what} {path} is empty; give a file with some text in it")
+    return text
+
 
 
 def split_90_5_5(text: str) -> dict[str, str]:
@@ -264,7 +273,7 @@ def join_stories(stories: list[str]) -> str:
 
 
 def _registry_splits(spec: CorpusSpec) -> dict[str, str]:
-    texts = {role: _read(corpus_file(spec, f)) for role, f in spec.files.items()}
+    texts = {role: read_text_file(corpus_file(spec, f)) for role, f in spec.files.items()}
     if "all" in texts:
         return split_90_5_5(texts["all"])
     if spec.name == "tinystories":
@@ -281,7 +290,7 @@ def _load_splits(corpus: str, key: tuple) -> dict[str, str]:
     path = _local_path(corpus)
     if path is None:
         return _registry_splits(CORPORA[corpus])
-    return split_90_5_5(_read(path))
+    return split_90_5_5(read_text_file(path))
 
 
 def load_splits(corpus: str) -> dict[str, str]:

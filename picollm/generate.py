@@ -35,45 +35,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from picollm.errors import ConfigError
+from picollm.log import get_logger
 from picollm.models.base import LanguageModel, State, map_state
+from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
 
 TOP_ALTERNATIVES = 5  # alternatives and embedding neighbours recorded per generated token
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    max_new_tokens: int = 200
-    """tokens to generate per prompt (fewer when the end-of-sequence token comes first)"""
-    temperature: float = 1.0
-    """softmax temperature; 0 = greedy (argmax)"""
-    top_k: int = 0
-    """sample only among the k most likely tokens (0 = off)"""
-    top_p: float = 1.0
-    """nucleus: sample among the smallest set of tokens holding this much probability (1 = off)"""
-    repetition_penalty: float = 1.0
-    """CTRL penalty on already-generated tokens: positive logits / p, negative logits * p (1 = off)"""
-    beam: int = 1
-    """beam width; > 1 = beam search (deterministic; temperature, top-k and top-p are ignored)"""
-    length_penalty: float = 1.0
-    """beam search ranks finished hypotheses by sum(log p) / length ** length_penalty"""
-    stop_at_eos: bool = True
-    """stop a row at the tokenizer's end-of-sequence token"""
-    seed: int = 1337
-    """seed of the sampling generator"""
+    max_new_tokens: int = setting(200, "tokens to generate per prompt (fewer when the end-of-sequence token "
+                                  "comes first)", bounds="[0, inf)")
+    temperature: float = setting(1.0, "softmax temperature; 0 = greedy (argmax)", bounds="[0, inf)")
+    top_k: int = setting(0, "sample only among the k most likely tokens (0 = off)", bounds="[0, inf)")
+    top_p: float = setting(1.0, "nucleus: sample among the smallest set of tokens holding this much probability "
+                           "(1 = off)", bounds="(0, 1]")
+    repetition_penalty: float = setting(1.0, "CTRL penalty on already-generated tokens: positive logits / p, "
+                                        "negative logits * p (1 = off)", bounds="(0, inf)")
+    beam: int = setting(1, "beam width; > 1 = beam search (deterministic; temperature, top-k and top-p are "
+                        "ignored)", bounds="[1, inf)")
+    length_penalty: float = setting(1.0, "beam search ranks finished hypotheses by sum(log p) / length ** "
+                                    "length_penalty")
+    stop_at_eos: bool = setting(True, "stop a row at the tokenizer's end-of-sequence token")
+    seed: int = setting(1337, "seed of the sampling generator", bounds="[0, 18446744073709551615]")
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 0:
-            raise ConfigError(f"--max_new_tokens must be >= 0; got {self.max_new_tokens}")
-        if self.temperature < 0 or not math.isfinite(self.temperature):
-            raise ConfigError(f"--temperature must be >= 0 (0 = greedy); got {self.temperature}")
-        if self.top_k < 0:
-            raise ConfigError(f"--top_k must be >= 0 (0 = off); got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"--top_p must be in (0, 1] (1 = off); got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"--repetition_penalty must be > 0 (1 = off); got {self.repetition_penalty}")
-        if self.beam < 1:
-            raise ConfigError(f"--beam must be >= 1 (1 = no beam search); got {self.beam}")
+        validate_settings(self)
 
     @property
     def strategy(self) -> str:
@@ -437,7 +424,13 @@ def compact_annotation(annotation: list[dict[str, Any]]) -> str:
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Prompt ids. The word tokenizer ends every line with <eos>; a prompt is an unfinished line, so a final
-    <eos> the text did not ask for (no trailing newline) is dropped."""
+    <eos> the text did not ask for (no trailing newline) is dropped. Characters or words the run never saw in
+    training become its unknown token, with a one-line warning naming them."""
+    unknown = tokenizer.unknown_pieces(text)
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:8]) + (f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else "")
+        get_logger().warning(f"warning: prompt {text!r}: {shown} not in the run's vocabulary; read as the unknown "
+                             f"token {tokenizer.token_strings()[tokenizer.unk_id]!r}")
     ids = tokenizer.encode(text)
     if tokenizer.kind == "word" and ids and ids[-1] == tokenizer.eos_id and not text.endswith("\n"):
         ids = ids[:-1]
@@ -460,23 +453,15 @@ def distinct_n(ids: Sequence[int], n: int) -> float:
 # CLI
 # --------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m picollm.generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = DecodeConfig()
+    from picollm.cli import ArgumentParser
+
+    parser = ArgumentParser(prog="python -m picollm.generate", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run directory, e.g. checkpoints/<run>")
     parser.add_argument("--prompt", action="append", default=None,
                         help="prompt text (repeat the flag for several prompts; default: a newline)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="weights to load")
-    parser.add_argument("--max_new_tokens", type=int, default=d.max_new_tokens, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
-    parser.add_argument("--top_k", type=int, default=d.top_k, help="0 = off")
-    parser.add_argument("--top_p", type=float, default=d.top_p, help="1 = off")
-    parser.add_argument("--repetition_penalty", type=float, default=d.repetition_penalty, help="1 = off")
-    parser.add_argument("--beam", type=int, default=d.beam, help="beam width (> 1 = beam search)")
-    parser.add_argument("--length_penalty", type=float, default=d.length_penalty, help="beam length penalty")
-    parser.add_argument("--stop_at_eos", action=argparse.BooleanOptionalAction, default=d.stop_at_eos,
-                        help="stop at the tokenizer's end-of-sequence token")
-    parser.add_argument("--seed", type=int, default=d.seed, help="sampling seed")
+    add_settings_args(parser, DecodeConfig, group_title="decoding")
     parser.add_argument("--num_samples", type=int, default=1, help="continuations per prompt")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--annotate", action="store_true",
@@ -485,13 +470,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from picollm.devices import resolve_device
     from picollm.runs import load_run
-    from picollm.train import resolve_device
 
     args = parse_args(argv)
-    cfg = DecodeConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                       top_p=args.top_p, repetition_penalty=args.repetition_penalty, beam=args.beam,
-                       length_penalty=args.length_penalty, stop_at_eos=args.stop_at_eos, seed=args.seed)
+    cfg = DecodeConfig(**settings_from_args(args, DecodeConfig))
+    if args.num_samples < 1:
+        raise ConfigError(f"--num_samples must be >= 1; got {args.num_samples}")
     device = resolve_device(args.device)
     _, tokenizer, model, ckpt = load_run(args.run, args.checkpoint, device=str(device))
     texts = args.prompt or ["\n"]

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from picollm.errors import ConfigError
 from picollm.log import get_logger
+from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
 
 METHODS = ("lissa", "cg", "fisher")
 log = get_logger()
@@ -410,11 +411,10 @@ def plot_fisher(table: pd.DataFrame, path: Path, title: str = "") -> None:
     axes[1].set_xlabel("mean Fisher diagonal per parameter")
     fig.suptitle(title or "empirical Fisher diagonal per layer")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from picollm.runs import atomic_write
+
+    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    tmp.replace(path)  # atomic, like every other file of a run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -438,25 +438,54 @@ def sample_windows(data: Tensor, n: int, block_size: int, seed: int) -> tuple[Te
 # --------------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------------
-def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, n_train: int = 64, n_test: int = 3,
-                      damping: float = 0.01, method: str = "lissa", lissa_steps: int = 100, cg_steps: int = 50,
-                      lanczos_steps: int = 20, n_eigs: int = 3, params: str = "all", n_hessian: int = 0,
-                      top_k: int = 10, which: str = "best", dtype: str = "float32", device: str = "cpu",
-                      seed: int = 0, progress: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InfluenceSettings:
+    """What analyze_influence computes; each field is also the flag --influence_<field> (see add_influence_args)."""
+
+    n_train: int = setting(64, "training windows scored (and, by default, the Hessian sample)", bounds="[2, inf)",
+                           flag="influence_n_train")
+    n_test: int = setting(3, "test windows explained", bounds="[1, inf)", flag="influence_n_test")
+    damping: float = setting(0.01, "damping: (H + LAMBDA I)^-1; raised automatically if H has stronger negative "
+                             "curvature", bounds="[0, inf)", flag="influence_damping")
+    method: str = setting("lissa", "inverse-Hessian-vector products: lissa, cg (conjugate gradients) or fisher "
+                          "(diagonal empirical Fisher, cheapest)", choices=METHODS, flag="influence_method")
+    lissa_steps: int = setting(100, "LiSSA iterations", bounds="[1, inf)", flag="influence_lissa_steps")
+    cg_steps: int = setting(50, "conjugate-gradient iterations", bounds="[1, inf)", flag="influence_cg_steps")
+    lanczos_steps: int = setting(20, "Lanczos steps for the top Hessian / Fisher eigenvalues", bounds="[1, inf)",
+                                 flag="influence_lanczos_steps")
+    n_eigs: int = setting(3, "top eigenvalues reported", bounds="[1, inf)", flag="influence_n_eigs")
+    params: str = setting("all", "parameters differentiated: all, head (output projection only: cheaper for big "
+                          "models) or comma-separated name prefixes, e.g. blocks.1,ln_f", flag="influence_params")
+    n_hessian: int = setting(0, "training windows in the Hessian sample (0 = the scored ones)", bounds="[0, inf)",
+                             flag="influence_n_hessian")
+    top_k: int = setting(10, "most helpful and most harmful training windows listed per test window",
+                         bounds="[1, inf)", flag="influence_top_k")
+    dtype: str = setting("float32", "precision of the analysis", choices=("float32", "float64"),
+                         flag="influence_dtype")
+    seed: int = setting(0, "seed for the windows and Lanczos", bounds="[0, 4294967295]", flag="influence_seed")
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+
+
+def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", device: str = "cpu",
+                      progress: bool = True, **settings: Any) -> dict[str, Any]:
     """Fisher information and influence of training sequences on test sequences for one trained run.
 
-    Scores n_train random training windows against n_test test windows (block_size + 1 tokens each).
-    H is the Hessian of the mean loss over the first n_hessian scored training windows (0 = all of them).
-    Writes fisher_layers.csv, fisher_layers.png, influence_top.csv and influence.json into out_dir and
-    returns what influence.json holds. See the module docstring for the sign convention.
+    settings: InfluenceSettings fields. Scores n_train random training windows against n_test test windows
+    (block_size + 1 tokens each). H is the Hessian of the mean loss over the first n_hessian scored training
+    windows (0 = all of them). Writes fisher_layers.csv, fisher_layers.png, influence_top.csv and
+    influence.json into out_dir and returns what influence.json holds. See the module docstring for the sign
+    convention.
     """
     from picollm import data as data_mod
     from picollm.runs import atomic_write_json, atomic_write_text, load_run
 
-    if method not in METHODS:
-        raise ConfigError(f"--influence_method must be one of {', '.join(METHODS)}; got {method!r}")
-    if n_train < 2 or n_test < 1 or damping < 0:
-        raise ConfigError("--influence_n_train must be >= 2, --influence_n_test >= 1, --influence_damping >= 0")
+    st = InfluenceSettings(**settings)
+    n_train, n_test, damping, method, params, seed = st.n_train, st.n_test, st.damping, st.method, st.params, st.seed
+    lissa_steps, cg_steps, lanczos_steps, n_eigs, n_hessian = (st.lissa_steps, st.cg_steps, st.lanczos_steps,
+                                                               st.n_eigs, st.n_hessian)
+    top_k, dtype = st.top_k, st.dtype
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     timings: dict[str, float] = {}
     t0 = tic = time.perf_counter()
@@ -567,35 +596,14 @@ def add_influence_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("influence functions and Fisher information")
     g.add_argument("--influence", action="store_true",
                    help="also write fisher_layers.csv/.png, influence_top.csv and influence.json per run")
-    g.add_argument("--influence_n_train", type=int, default=64, metavar="N",
-                   help="training windows scored (and, by default, the Hessian sample) (default: 64)")
-    g.add_argument("--influence_n_test", type=int, default=3, metavar="N", help="test windows explained (default: 3)")
-    g.add_argument("--influence_damping", type=float, default=0.01, metavar="LAMBDA",
-                   help="damping: (H + LAMBDA I)^-1; raised automatically if H has stronger negative curvature (default: 0.01)")
-    g.add_argument("--influence_method", choices=METHODS, default="lissa",
-                   help="inverse-Hessian-vector products: lissa, cg (conjugate gradients) or fisher "
-                        "(diagonal empirical Fisher, cheapest) (default: lissa)")
+    add_settings_args(g, InfluenceSettings, exclude=("lissa_steps", "cg_steps", "n_eigs"))
+    # one flag for both solvers' iteration counts, whose defaults differ
     g.add_argument("--influence_steps", type=int, default=None, metavar="N",
                    help="LiSSA / CG iterations (default: 100 for lissa, 50 for cg)")
-    g.add_argument("--influence_lanczos_steps", type=int, default=20, metavar="N",
-                   help="Lanczos steps for the top Hessian / Fisher eigenvalues (default: 20)")
-    g.add_argument("--influence_params", default="all", metavar="WHICH",
-                   help="parameters differentiated: all, head (output projection only: cheaper for big models) "
-                        "or comma-separated name prefixes, e.g. blocks.1,ln_f (default: all)")
-    g.add_argument("--influence_n_hessian", type=int, default=0, metavar="N",
-                   help="training windows in the Hessian sample (0 = the scored ones) (default: 0)")
-    g.add_argument("--influence_top_k", type=int, default=10, metavar="K",
-                   help="most helpful and most harmful training windows listed per test window (default: 10)")
-    g.add_argument("--influence_dtype", choices=("float32", "float64"), default="float32",
-                   help="precision of the analysis (default: float32)")
-    g.add_argument("--influence_seed", type=int, default=0, help="seed for the windows and Lanczos (default: 0)")
 
 
 def influence_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """analyze_influence keywords from the parsed --influence* flags (device is left to the caller)."""
     steps = {} if args.influence_steps is None else {"lissa_steps": args.influence_steps,
                                                      "cg_steps": args.influence_steps}
-    return {"n_train": args.influence_n_train, "n_test": args.influence_n_test, "damping": args.influence_damping,
-            "method": args.influence_method, "lanczos_steps": args.influence_lanczos_steps,
-            "params": args.influence_params, "n_hessian": args.influence_n_hessian, "top_k": args.influence_top_k,
-            "dtype": args.influence_dtype, "seed": args.influence_seed, **steps}
+    return {**settings_from_args(args, InfluenceSettings), **steps}

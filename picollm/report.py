@@ -337,6 +337,5 @@ def write_report(analysis_dir: Path | str = "analysis_runs") -> Path:
     out.append(f"<script>{JS}</script></body></html>\n")
     path = analysis_dir / "index.html"
     atomic_write_text(path, "\n".join(out))
-    path.chmod(0o644)  # the temp file behind the atomic write is private; a report is for reading
     log.info(f"wrote {path} ({len(df)} runs)")
     return path

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,15 @@ from typing import Any
 import torch
 
 from picollm.errors import CheckpointError
+from picollm.log import get_logger
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 STATUSES = ("running", "paused", "done", "stopped", "failed", "diverged")
-#: a run in one of these states is never retrained ("stopped": ended early on purpose, e.g. by successive
-#: halving; "paused": reached a step budget below max_steps and may be continued; "failed": crashed, resumable)
+#: a run in one of these states is never trained again ("stopped": ended on purpose, e.g. by successive
+#: halving). The others are continued by the next train_run: "paused" (at a step budget below max_steps),
+#: "failed" and "running" (interrupted) resume from last.pt
 FINISHED = ("done", "stopped", "diverged")
 
 
@@ -96,13 +100,75 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} is missing; train the run first (main.py / batch_train.py)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint (UnpicklingError); "
+                                  "delete it to retrain from scratch") from None
+        raise CheckpointError(f"checkpoint {path} is not a plain weights file: it holds Python objects that could "
+                              "run code when loaded, so it was not loaded, for safety; use a checkpoint picollm "
+                              "wrote (delete this one to retrain from scratch)") from None
     except Exception as e:  # torch raises many types for truncated / foreign files
         raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint "
                               f"({e.__class__.__name__}); delete it to retrain from scratch") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no model weights; delete it to retrain from scratch")
     return ckpt
+
+
+#: the columns of metrics.csv: one row per evaluation (step 0 is the untrained model)
+METRIC_COLUMNS = [
+    "step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
+    "grad_norm_preclip", "grad_norm_postclip", "max_param_grad", "weight_norm", "learning_rate",
+    "tokens_per_sec", "elapsed_sec",
+]
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    atomic_write_text(Path(run_dir) / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(index=False))
+
+
+def read_metrics(run_dir: Path | str):
+    """metrics.csv as a DataFrame; the one reader of the file.
+
+    A last row cut off mid-line (the file copied while being written, a full disk) is dropped with a one-line
+    warning, so its half-filled values are never taken for the final metrics; any other malformed row, or a
+    missing file, is a one-line CheckpointError.
+    """
+    import io
+
+    import pandas as pd
+
+    path = Path(run_dir) / "metrics.csv"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: not a complete picollm run (re-run training for it)") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text; delete the run directory and retrain") from None
+    lines = text.splitlines()
+    if not lines or "step" not in lines[0].split(",") or "val_loss" not in lines[0].split(","):
+        raise CheckpointError(f"{path} has no metrics header; delete the run directory and retrain")
+    width = lines[0].count(",")
+    ragged = [i for i, line in enumerate(lines[1:], 1) if line.count(",") != width]
+    if ragged == [len(lines) - 1] or (len(lines) > 1 and not text.endswith("\n") and not ragged):
+        get_logger().warning(f"warning: {path}: its last row is incomplete (cut off mid-write) and was ignored; "
+                             "re-running training for this run rewrites the file from last.pt")
+        lines, ragged = lines[:-1], []
+    if ragged:
+        raise CheckpointError(f"{path} is corrupt (row(s) {', '.join(map(str, ragged[:5]))} have the wrong number "
+                              "of fields); delete the run directory and retrain")
+    try:
+        metrics = pd.read_csv(io.StringIO("\n".join(lines) + "\n"))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete the run directory and retrain") from None
+    if metrics.empty:
+        raise CheckpointError(f"{path} has no metric rows; delete the run directory and retrain")
+    return metrics
 
 
 def list_runs(root: Path | str = "checkpoints") -> list[Path]:
@@ -141,7 +207,6 @@ def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):
 
 def run_summary(run_dir: Path | str) -> dict[str, Any]:
     """One flat row describing a run: its key settings, status, and the metrics at its best evaluation."""
-    import pandas as pd
 
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
@@ -149,9 +214,8 @@ def run_summary(run_dir: Path | str) -> dict[str, Any]:
     row: dict[str, Any] = {"run": run_dir.name, "model": config.get("model"), "corpus": config.get("corpus"),
                            "params": config.get("num_params"), "status": status.get("status"),
                            "reason": status.get("reason", "")}
-    metrics_path = run_dir / "metrics.csv"
-    if metrics_path.exists():
-        m = pd.read_csv(metrics_path)
+    if (run_dir / "metrics.csv").exists():
+        m = read_metrics(run_dir)
         trained = m[m["step"] > 0]
         if len(trained):
             best = trained.loc[trained["val_loss"].idxmin()] if trained["val_loss"].notna().any() else trained.iloc[-1]

@@ -45,6 +45,7 @@ from picollm.config import RunConfig
 from picollm.errors import ConfigError
 from picollm.log import get_logger
 from picollm.models import FAMILIES
+from picollm.settings import check_value
 
 log = get_logger()
 
@@ -53,6 +54,7 @@ SPACE_KEYS = ("description", "base", "configs", "choices", "family_choices", "sa
               "continue_best")
 #: set on the command line, not in a space (a space names what to train, not where to put it)
 NOT_IN_SPACES = frozenset({"out_dir"})
+_FIELDS = {f.name: f for f in fields(RunConfig)}
 _FIELD_TYPES = {f.name: type(f.default) for f in fields(RunConfig)}
 _DEFAULT_MODEL = next(f.default for f in fields(RunConfig) if f.name == "model")
 
@@ -192,7 +194,7 @@ class Space:
             raise ConfigError(f"space {name}: n_runs must be a positive integer; got {n_runs!r}")
         if not _is_int(eta) or eta < 2:
             raise ConfigError(f"space {name}: eta must be an integer >= 2; got {eta!r}")
-        if isinstance(cont, bool) or not isinstance(cont, int | float) or cont < 0:
+        if isinstance(cont, bool) or not isinstance(cont, int | float) or not (math.isfinite(cont) and cont >= 0):
             raise ConfigError(f"space {name}: continue_best must be a number of epochs >= 0; got {cont!r}")
         return cls(name=name, base=base, configs=configs, choices=choices, family_choices=family_choices,
                    sampler=sampler, n_runs=n_runs, eta=eta, continue_best=float(cont),
@@ -269,7 +271,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 
 
 def _settings(d: Any, where: str) -> dict[str, Any]:
-    """A {field: value} mapping with every key a RunConfig field and every value of the field's type."""
+    """A {field: value} mapping with every key a RunConfig field and every value allowed for the field (its
+    type, choices and bounds: a space with lr -1 or nan is a mistake, not a combination to skip)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a mapping of RunConfig fields to values; got {type(d).__name__}")
     unknown = sorted(set(d) - set(_FIELD_TYPES))
@@ -277,7 +280,13 @@ def _settings(d: Any, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: unknown config field(s) {', '.join(unknown)}; see `python main.py --help`")
     if NOT_IN_SPACES & set(d) and where != "override":
         raise ConfigError(f"{where}: {', '.join(sorted(NOT_IN_SPACES & set(d)))} is set on the command line, not in a space")
-    return {k: _coerce(k, v, where) for k, v in d.items()}
+    values = {k: _coerce(k, v, where) for k, v in d.items()}
+    for name, value in values.items():
+        try:
+            check_value(_FIELDS[name], value)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return values
 
 
 def _axes(d: Any, where: str) -> dict[str, list]:
@@ -305,7 +314,9 @@ def load_space(preset: str | None = None, path: str | Path | None = None) -> Spa
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"space file {path} not found")
-        text = path.read_text()
+        from picollm.data import read_text_file
+
+        text = read_text_file(path, "space file")
         try:
             if path.suffix in (".yaml", ".yml"):
                 import yaml
@@ -402,7 +413,7 @@ def random_configs(space: Space, n_runs: int, seed: int) -> list[RunConfig]:
 def sample(space: Space, sampler: str | None = None, n_runs: int | None = None, seed: int = 0) -> list[RunConfig]:
     """The configs a batch trains: sampler / n_runs default to the space's own (grid, all points)."""
     sampler = sampler or space.sampler
-    n_runs = n_runs or space.n_runs
+    n_runs = space.n_runs if n_runs is None else n_runs  # 0 is a mistake, not "all"
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     if n_runs is not None and n_runs < 1:

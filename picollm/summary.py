@@ -10,6 +10,9 @@ others are still drawn. Headless (Agg backend).
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import difflib
 import hashlib
 import re
 import warnings
@@ -28,6 +31,7 @@ import pandas as pd  # noqa: E402
 
 from picollm.errors import PicoError  # noqa: E402
 from picollm.log import get_logger  # noqa: E402
+from picollm.report import write_report  # noqa: E402
 
 log = get_logger()
 
@@ -46,8 +50,13 @@ METRICS = ["params", "steps", "train_seconds", "tokens_per_sec", "initial_val_lo
            "final_val_loss", "val_loss", "val_ppl", "token_accuracy", "test_loss", "test_ppl", "test_acc"]
 TOP_COLUMNS = ["run", "model", "params", "embed", "hidden", "layers", "heads", "k", "learning_rate",
                "val_loss", "val_ppl", "token_accuracy", "test_ppl", "train_seconds", "status"]
-#: (file stem, x column, minimise x?) for the three frontiers against val loss (always minimised)
+#: columns a --formula error suggests (the header of summary_cache.csv lists them all)
+FORMULA_EXAMPLES = ["val_loss", "token_accuracy", "params", "learning_rate", "embed", "hidden", "layers", "k",
+                    "activation", "model"]
+#: (x column, minimise x?) of the three frontiers against val loss (always minimised)
 PARETO_PAIRS = [("token_accuracy", False), ("params", True), ("train_seconds", True)]
+#: columns the summary cannot do without: every plot is of val_loss, per run and family; the rest are optional
+REQUIRED_COLUMNS = ("run", "model", "val_loss")
 STAMP = ".summary_stamp"  # sha256 of the summary_cache.csv + formula the plots were drawn from
 STYLE = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fontsize": 9,
          "figure.dpi": 100, "savefig.bbox": "tight"}
@@ -69,20 +78,30 @@ class Skip(Exception):
 # loading
 # --------------------------------------------------------------------------------------------------
 def load_summary(analysis_dir: Path | str) -> pd.DataFrame:
-    """summary_cache.csv as a frame, with a one-line PicoError when there is nothing to summarise."""
-    path = Path(analysis_dir) / "summary_cache.csv"
+    """summary_cache.csv as a frame, checked row by row; a one-line PicoError when it is bad or holds no runs."""
+    from picollm.analysis import TABLE_NAME, read_summary_table  # brings torch: only pay for it when reading
+
+    path = Path(analysis_dir) / TABLE_NAME
     if not path.exists():
         raise PicoError(f"{path} not found; run analyze_all_checkpoints.py first (or pass --analysis_dir)")
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame()
-    if df.empty or "run" not in df.columns or "model" not in df.columns:
+    df = read_summary_table(path, required=REQUIRED_COLUMNS)
+    if df.empty:
         raise PicoError(f"{path} holds no runs; train and analyse some first (auto_train_then_analyze.py)")
-    if "learning_rate" not in df.columns and "lr" in df.columns:
-        df["learning_rate"] = df["lr"]
+    df["learning_rate"] = df["learning_rate"].fillna(df["lr"])  # tables written before learning_rate had only lr
     # inf (a diverged run) would poison means and fits: treat it as missing
     return df.replace([np.inf, -np.inf], np.nan)
+
+
+def check_summary_inputs(analysis_dir: Path | str, formula: str | None = None) -> None:
+    """What summarize will be given, checked before the stages ahead of it (training, analysis) start: a user
+    formula, and the table in analysis_dir when one is there already (the analysis adds rows to it)."""
+    from picollm.analysis import TABLE_NAME, read_summary_table
+
+    if formula:
+        check_formula(formula)
+    path = Path(analysis_dir) / TABLE_NAME
+    if path.exists():
+        read_summary_table(path, required=REQUIRED_COLUMNS)
 
 
 def families(df: pd.DataFrame) -> list[str]:
@@ -247,6 +266,86 @@ def split_formula(formula: str) -> tuple[str, list[str]]:
     return lhs, [t for t in terms if t and t != "1"]
 
 
+def _formula_names(code: str) -> list[str]:
+    """The variables a patsy factor reads: its bare names, less the functions it calls and the modules it dots into."""
+    tree = ast.parse(code, mode="eval")
+    not_data = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            not_data.add(id(node.func))
+        if isinstance(node, ast.Attribute):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            not_data.add(id(root))
+    return [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in not_data]
+
+
+def _stand_in_table(rows: int = 6) -> pd.DataFrame:
+    """A few rows of summary_cache.csv's types: numbers, and the real levels of the text settings and families."""
+    from picollm.analysis import SUMMARY_COLUMNS, SUMMARY_TEXT_COLUMNS
+    from picollm.config import RunConfig
+    from picollm.models import FAMILIES
+
+    levels = {f.name: f.metadata.get("choices") for f in dataclasses.fields(RunConfig)} | {"model": tuple(FAMILIES)}
+    columns = {}
+    for c in SUMMARY_COLUMNS:
+        if c in SUMMARY_TEXT_COLUMNS:
+            values = levels.get(c) or (f"{c}_a", f"{c}_b")
+            columns[c] = [values[i % len(values)] for i in range(rows)]
+        else:
+            columns[c] = np.arange(1.0, rows + 1)
+    return pd.DataFrame(columns)
+
+
+def check_formula(formula: str) -> None:
+    """Reject a --formula that no summary_cache.csv could fit, before any table is read or any run trains.
+
+    Checks patsy's syntax (statsmodels fits through patsy), a response left of '~', that every variable is a
+    column of summary_cache.csv, and that the formula evaluates on a stand-in table of the columns' types,
+    which catches an unknown function and arithmetic on a text column. Raises a one-line PicoError.
+    """
+    import statsmodels.formula.api as smf
+    from patsy import ModelDesc, PatsyError
+
+    from picollm.analysis import SUMMARY_COLUMNS, SUMMARY_TEXT_COLUMNS
+
+    lhs, _ = split_formula(formula)
+    if not lhs:
+        raise PicoError(f"--formula {formula!r} has no response left of '~' (e.g. {DEFAULT_FORMULA!r})")
+    try:
+        desc = ModelDesc.from_formula(formula)
+        response = [name for term in desc.lhs_termlist for f in term.factors for name in _formula_names(f.code)]
+        names = response + [name for term in desc.rhs_termlist for f in term.factors for name in _formula_names(f.code)]
+    except (PatsyError, SyntaxError) as e:
+        raise PicoError(f"--formula {formula!r} is not a formula ({str(e).splitlines()[0]}); write it like "
+                        f"{DEFAULT_FORMULA!r}") from None
+    unknown = [name for name in dict.fromkeys(names) if name not in SUMMARY_COLUMNS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], SUMMARY_COLUMNS, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise PicoError(f"--formula {formula!r} names unknown column {', '.join(unknown)}; {hint}columns include "
+                        f"{', '.join(FORMULA_EXAMPLES)} (the header of summary_cache.csv lists them all)")
+    text = [name for name in response if name in SUMMARY_TEXT_COLUMNS]
+    if text:
+        raise PicoError(f"--formula {formula!r} has text column {text[0]} as its response; OLS needs a number "
+                        "such as val_loss, token_accuracy or test_ppl left of '~'")
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            smf.ols(formula, _stand_in_table())
+    except Exception as e:  # patsy wraps the evaluation error; a missing level or NaN depends on the real data
+        cause = e.__cause__ or e
+        if isinstance(cause, (NameError, AttributeError)):
+            fix = "call numpy as np.log(...), or patsy's C(), I(), Q(), center(), standardize()"
+        elif isinstance(cause, TypeError):
+            fix = "use text columns such as model or activation only inside C(...)"
+        else:
+            return
+        raise PicoError(f"--formula {formula!r} cannot be evaluated ({cause.__class__.__name__}: "
+                        f"{str(cause).splitlines()[0]}); {fix}") from None
+
+
 def _columns_in(expr: str, df: pd.DataFrame) -> list[str]:
     return [name for name in dict.fromkeys(re.findall(r"[A-Za-z_]\w*", expr)) if name in df.columns]
 
@@ -255,30 +354,32 @@ def _is_factor(term: str, column: str, df: pd.DataFrame) -> bool:
     return "C(" in term or not pd.api.types.is_numeric_dtype(df[column])
 
 
-def fit_ols(df: pd.DataFrame, formula: str, group: str = "pooled") -> OLSFit:
+def fit_ols(df: pd.DataFrame, formula: str, group: str = "pooled", strict: bool = False) -> OLSFit:
     """OLS of `formula` on df, dropping (with a reason) every term the data cannot support.
 
     A term is dropped when a column it uses is undefined for a whole family in df (e.g. activation outside
     kgram_mlp), when a factor has one level or a numeric column is constant over the usable rows, when it
     cannot be evaluated, and, last terms first, while there are no more rows than parameters.
-    Raises Skip when no term is left or there are fewer than 2 usable rows.
+    Raises Skip when no term is left or there are fewer than 2 usable rows. strict (the user's own formula):
+    a response that names no column, or a term that cannot be evaluated on this data, raises PicoError.
     """
     import statsmodels.formula.api as smf
 
     lhs, terms = split_formula(formula)
     lhs_cols = _columns_in(lhs, df)
     if not lhs_cols:
+        if strict:
+            raise PicoError(f"--formula response {lhs!r} names no column of summary_cache.csv")
         raise Skip(f"response {lhs!r} names no column of summary_cache.csv")
     dropped: list[str] = []
 
     def drop(term: str, reason: str) -> None:
         terms.remove(term)
         dropped.append(f"{term}: {reason}")
-        log.info(f"regression[{group}]: dropped {term} ({reason})")
 
     for term in list(terms):
         cols = _columns_in(term, df)
-        if not cols:
+        if not cols:  # a constant such as 0 (no intercept), or a name check_formula rejects
             drop(term, "names no column of summary_cache.csv")
             continue
         lacking = [f for f in families(df) for c in cols if df.loc[df["model"] == f, c].isna().all()]
@@ -292,11 +393,17 @@ def fit_ols(df: pd.DataFrame, formula: str, group: str = "pooled") -> OLSFit:
             break
         term, col = bad
         drop(term, f"{col} has one level" if _is_factor(term, col, data) else f"{col} is constant")
+    if len(data) < 2:  # patsy fails on an empty frame: that is thin data, not a bad term
+        raise Skip(f"{len(data)} usable run(s); a regression needs at least 2")
     for term in list(terms):  # a term patsy cannot evaluate (np.log of text, unknown function)
         try:
             smf.ols(f"{lhs} ~ {term}", data)
         except Exception as e:
-            drop(term, f"cannot evaluate ({e.__class__.__name__}: {str(e).splitlines()[0][:80]})")
+            reason = f"{e.__class__.__name__}: {str(e).splitlines()[0][:80]}"
+            if strict:
+                raise PicoError(f"--formula term {term!r} cannot be evaluated on the {group} runs ({reason}); "
+                                "change or drop that term") from None
+            drop(term, f"cannot evaluate ({reason})")
     while True:
         fitted = f"{lhs} ~ {' + '.join(terms) or '1'}"
         if len(data) < 2:
@@ -320,16 +427,29 @@ def fit_ols(df: pd.DataFrame, formula: str, group: str = "pooled") -> OLSFit:
     return OLSFit(group=group, formula=fitted, result=result, data=data, dropped=dropped)
 
 
-def regressions(df: pd.DataFrame, formula: str) -> tuple[dict[str, OLSFit], dict[str, str]]:
-    """Per-family fits and a pooled fit with family as a factor; returns (fits, skipped reasons)."""
+def regressions(df: pd.DataFrame, formula: str, strict: bool = False
+                ) -> tuple[dict[str, OLSFit], dict[str, str]]:
+    """Per-family fits and a pooled fit with family as a factor; returns (fits, skipped reasons).
+
+    A group the data cannot support is skipped. A fit that fails outright is skipped too, unless strict (the
+    user's own formula), where it is a PicoError: a formula the user asked for is never silently left out.
+    """
     fits, skipped = {}, {}
     pooled = formula if "C(model)" in formula.replace(" ", "") else f"{formula} + C(model)"
     groups = [("pooled", df, pooled)] + [(f, df[df["model"] == f], formula) for f in families(df)]
     for name, part, form in groups:
         try:
-            fits[name] = fit_ols(part, form, group=name)
+            fits[name] = fit_ols(part, form, group=name, strict=strict)
         except Skip as e:
             skipped[f"regression[{name}]"] = str(e)
+        except PicoError:
+            raise
+        except Exception as e:  # statsmodels failing on this data
+            reason = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if strict:
+                raise PicoError(f"--formula {formula!r} cannot be fitted to the {name} runs ({reason}); change "
+                                "the formula") from None
+            skipped[f"regression[{name}]"] = f"failed: {reason}"
     return fits, skipped
 
 
@@ -353,6 +473,8 @@ def plot_regressions(fits: dict[str, OLSFit], out: Path) -> list[Path]:
     written = [out / "regression_summary.txt"]
     written[0].write_text("\n\n".join(_summary_text(f) for f in fits.values()))
 
+    from statsmodels.graphics.gofplots import qqplot
+
     fig, axes = plt.subplots(len(fits), 2, figsize=(10, 3.6 * len(fits)), squeeze=False)
     for (name, fit), (ax_res, ax_qq) in zip(fits.items(), axes):
         r = fit.result
@@ -360,11 +482,7 @@ def plot_regressions(fits: dict[str, OLSFit], out: Path) -> list[Path]:
         ax_res.axhline(0, color="black", lw=1)
         ax_res.set(xlabel="fitted value (nats/token)", ylabel="residual (nats/token)",
                    title=f"{name}: residuals vs fitted (n={len(fit.data)})")
-        sorted_resid = np.sort(np.asarray(r.resid))
-        theory = _normal_quantiles(len(sorted_resid))
-        ax_qq.scatter(theory, sorted_resid, s=20)
-        scale = sorted_resid.std() or 1.0
-        ax_qq.plot(theory, theory * scale + sorted_resid.mean(), color="red", lw=1)
+        qqplot(np.asarray(r.resid), line="s", ax=ax_qq, markersize=4)  # "s": the normal scaled by their std
         ax_qq.set(xlabel="normal quantile (standard deviations)", ylabel="residual quantile (nats/token)",
                   title=f"{name}: Q-Q plot of residuals")
     fig.tight_layout()
@@ -388,12 +506,6 @@ def plot_regressions(fits: dict[str, OLSFit], out: Path) -> list[Path]:
         written.append(out / "regression_coefficients.png")
         _save(fig, written[-1])
     return written
-
-
-def _normal_quantiles(n: int) -> np.ndarray:
-    from scipy.stats import norm
-
-    return norm.ppf((np.arange(1, n + 1) - 0.5) / n)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -486,11 +598,14 @@ def top_runs(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     return d[[c for c in TOP_COLUMNS if c in d.columns]].head(n).reset_index(drop=True)
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table (pandas' to_markdown needs the optional tabulate package)."""
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A GitHub Markdown table, one unpadded line per row (so tables diff line by line); written here rather
+    than with pandas' to_markdown, which needs the optional tabulate package and pads every cell."""
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return "" if np.isnan(v) else f"{v:.4g}"
+            return "" if np.isnan(v) else format(v, floatfmt)
+        if isinstance(v, int | np.integer) and not isinstance(v, bool):
+            return f"{v:,}"
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
@@ -520,14 +635,18 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
               skip_unchanged: bool = False) -> dict[str, Any]:
     """Draw every summary plot into <analysis_dir>/plots/ and (by default) write index.html.
 
+    A --formula the user gave is checked (check_formula) and fitted before anything is written: an unusable
+    one is a PicoError, whereas the default formula is skipped where the data cannot support it.
     skip_unchanged: draw nothing when the plots were made from this very summary_cache.csv and formula
     (a re-run of the pipeline with nothing new). Returns {"written": [paths], "skipped": {plot: reason},
     "fits": {group: OLSFit}, "report": path or None, "unchanged": bool}.
     """
     analysis_dir = Path(analysis_dir)
-    df = load_summary(analysis_dir)
+    strict = bool(formula)  # the user's own formula must fit; the default is fitted as far as the data allow
+    if strict:
+        check_formula(formula)
     formula = formula or DEFAULT_FORMULA
-    split_formula(formula)  # a malformed --formula is a user mistake: fail before drawing anything
+    df = load_summary(analysis_dir)
     out = analysis_dir / "plots"
     stamp = hashlib.sha256((analysis_dir / "summary_cache.csv").read_bytes() + formula.encode()).hexdigest()
     if skip_unchanged and (out / STAMP).exists() and (out / STAMP).read_text() == stamp:
@@ -536,6 +655,8 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
         skipped = dict(line.split(": ", 1) for line in (out / "skipped.txt").read_text().splitlines() if ": " in line)
         path = _report(analysis_dir) if report else None
         return {"written": written, "skipped": skipped, "fits": {}, "report": path, "unchanged": True}
+    # fitted before anything is written or logged: a user formula that fails on this data leaves no trace
+    fits, fit_skips = regressions(df, formula, strict=strict)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():  # no stale plot from a previous call survives
         if old.suffix in (".png", ".csv", ".md", ".txt") or old.name == STAMP:
@@ -559,7 +680,9 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
     for x, minimize_x in PARETO_PAIRS:
         attempt(f"pareto_val_loss_vs_{x}", lambda x=x, m=minimize_x: plot_pareto(df, x, m, out))
     attempt("joint_kde", lambda: plot_joint(df, out))
-    fits, fit_skips = regressions(df, formula)
+    for fit in fits.values():
+        for reason in fit.dropped:
+            log.info(f"regression[{fit.group}]: dropped {reason}")
     skipped.update(fit_skips)
     attempt("regressions", lambda: plot_regressions(fits, out))
     attempt("box_by_activation", lambda: plot_box(df, "activation", out))
@@ -579,6 +702,4 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
 
 
 def _report(analysis_dir: Path) -> Path:
-    from picollm.report import write_report  # the report reads the plots; imported late to keep one direction
-
     return write_report(analysis_dir)

@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +57,11 @@ class Tokenizer:
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         raise NotImplementedError
 
+    def unknown_pieces(self, text: str) -> list[str]:
+        """The distinct pieces of text (characters, words) that encode as the unknown token; none for BPE,
+        which encodes any text losslessly."""
+        return []
+
     def token_strings(self) -> list[str]:
         raise NotImplementedError
 
@@ -65,17 +69,10 @@ class Tokenizer:
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer JSON atomically (temp file in the same directory, then os.replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the tokenizer JSON atomically, like every other file of a run."""
+        from picollm.runs import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
@@ -114,6 +111,9 @@ class CharTokenizer(Tokenizer):
         found = self._codes[np.minimum(idx, len(self._codes) - 1)] == codes
         ids = np.where(found, idx, self.unk_id).astype(np.int64)
         return torch.from_numpy(ids)
+
+    def unknown_pieces(self, text: str) -> list[str]:
+        return [c for c in dict.fromkeys(text) if c not in self.stoi and c != UNK_CHAR]
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         table = self.chars + [UNK_CHAR]
@@ -169,6 +169,9 @@ class WordTokenizer(Tokenizer):
         get, unk = self.stoi.get, self.unk_id
         ids = np.fromiter((get(w, unk) for w in _words(text)), dtype=np.int64)
         return torch.from_numpy(ids)
+
+    def unknown_pieces(self, text: str) -> list[str]:
+        return [w for w in dict.fromkeys(_words(text)) if w not in self.stoi]
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         out, line = [], []

@@ -1,7 +1,9 @@
 """Analysis: one run's files and test evaluation, the summary table (schema, skip_existing, workers, crash and
 concurrency safety), unfinished and corrupt runs, and the two scripts."""
 
+import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -17,6 +19,7 @@ import torch
 from conftest import toy_sentences
 
 import picollm.analysis as analysis
+from picollm import resources
 from picollm.analysis import (
     GENERATION_COLUMNS,
     STRATEGIES,
@@ -28,8 +31,11 @@ from picollm.analysis import (
 )
 from picollm.config import RunConfig
 from picollm.data import prepare_data
+from picollm.errors import CheckpointError
+from picollm.evaluate import evaluate
+from picollm.log import get_logger
 from picollm.runs import load_run
-from picollm.train import evaluate, train_run
+from picollm.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_TOKENS = 8
@@ -236,6 +242,52 @@ def test_a_run_failing_mid_batch_leaves_the_other_rows(trained, tmp_path, monkey
     assert list(table.attrs["tally"]["failed"]) == [runs[1].name]
     assert "simulated bug" in table.attrs["tally"]["failed"][runs[1].name]
     assert list(table["run"]) == ["aaa-older-run", runs[0].name, runs[2].name]
+
+
+def test_each_run_gets_the_threads_other_jobs_leave_and_workers_are_capped(trained, tmp_path, monkeypatch):
+    ck = subset(trained, tmp_path / "checkpoints", [0, 1])
+    monkeypatch.setenv(resources.JOBS_DIR_ENV, str(tmp_path / "jobs"))  # only the jobs this test starts
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 4)
+    seen, later = [], contextlib.ExitStack()
+
+    def spy(run_dir, *args, **kwargs):  # the torch threads a run's analysis gets, without the analysis
+        seen.append(torch.get_num_threads())
+        if on_first_run and len(seen) == 1:
+            on_first_run()
+        raise CheckpointError("spied")
+
+    def threads(on_first=None, **kwargs) -> list[int]:
+        nonlocal on_first_run
+        seen.clear()
+        on_first_run = on_first
+        analyze_all(ck, tmp_path / "out", max_new_tokens=NEW_TOKENS, **{"workers": 1, **kwargs})
+        return list(seen)
+
+    on_first_run = None
+    monkeypatch.setattr(analysis, "analyze_run", spy)
+    before = torch.get_num_threads()
+    assert threads() == [4, 4]  # alone: the whole machine
+    with resources.registered("batch", 1):
+        assert threads() == [2, 2]  # beside another one-process job: half each
+        assert threads(threads=3) == [3, 3]  # an explicit --threads wins
+    with later:  # a job that starts during the analysis: the next run gets the share that is left
+        assert threads(on_first=lambda: later.enter_context(resources.registered("batch", 3))) == [4, 1]
+    assert torch.get_num_threads() == before
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger, level = get_logger(), get_logger().level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 1)
+    try:
+        assert threads(workers=8) == [1, 1]  # capped at 1 worker: analysed in this process
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    notes = [r.getMessage() for r in records if "--workers 8 > 1 cores" in r.getMessage()]
+    assert len(notes) == 1 and "\n" not in notes[0]
 
 
 def test_a_crash_loses_no_finished_row(trained, tmp_path):

@@ -1,18 +1,21 @@
 """Batches: dedupe, SIGKILL-and-resume equality, failure isolation, halving, continue_best, dry run, Ray."""
 
 import json
+import multiprocessing as mp
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from picollm.batch import Job, LocalPool, plan_resources, train_batch
+from picollm import resources
+from picollm.batch import Job, LocalPool, RayPool, plan_resources, train_batch
 from picollm.config import RunConfig
 from picollm.errors import ConfigError
 from picollm.runs import list_runs, read_json, read_status
@@ -144,7 +147,8 @@ def test_a_failing_config_does_not_stop_the_batch_and_sets_the_exit_code(corpus,
     report = batch(write_space(tmp_path / "s.json", corpus, configs), tmp_path)
     assert [o.outcome for o in report.outcomes] == ["done", "failed", "done"] and report.exit_code == 1
     assert "block_size" in report.outcomes[1].reason and "\n" not in report.outcomes[1].reason
-    assert read_status(report.outcomes[1].run_dir)["status"] == "failed"
+    # a config the corpus cannot serve fails before its run directory is made: nothing to clean up or resume
+    assert not Path(report.outcomes[1].run_dir).exists()
     manifest = read_json(report.manifest_path)
     assert [r["outcome"] for r in manifest["runs"]] == ["done", "failed", "done"]
     assert manifest["counts"]["failed"] == 1 and "failed 1" in report.table()
@@ -166,6 +170,82 @@ def test_a_worker_that_dies_fails_only_its_own_run(tmp_path):
         pool.close()
     assert results[0.5]["status"] == "failed" and "worker process died (exit code 3)" in results[0.5]["reason"]
     assert all(results[lr]["status"] == "done" for lr in (1e-3, 2e-3, 3e-3))
+
+
+def kill_a_worker_mid_run(out: Path, batch_thread: threading.Thread) -> str:
+    """SIGKILL the (only) batch worker while a run under `out` is training past its first checkpoint; return
+    that run's name."""
+    while batch_thread.is_alive():
+        for run_dir in out.glob("*/"):
+            status = read_status(run_dir)
+            if status["status"] == "running" and status.get("step", 0) >= 5:
+                worker = next(p for p in mp.active_children() if p.name.startswith("picollm-worker"))
+                os.kill(worker.pid, signal.SIGSTOP)  # frozen: its run's status can no longer change
+                if read_status(run_dir)["status"] == "running":
+                    os.kill(worker.pid, signal.SIGKILL)
+                    return run_dir.name
+                os.kill(worker.pid, signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError("the batch finished before a worker could be killed mid-run")
+
+
+def test_a_killed_worker_leaves_its_run_failed_and_the_next_batch_resumes_it(reference, tmp_path):
+    space, whole, _ = reference
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(batch(space, tmp_path, workers=1)))
+    thread.start()
+    killed = kill_a_worker_mid_run(tmp_path / "runs", thread)
+    thread.join()
+    outcome = next(o for o in reports[0].outcomes if o.run == killed)
+    assert outcome.outcome == "failed" and "worker process died" in outcome.reason
+    status = read_status(tmp_path / "runs" / killed)
+    assert status["status"] == "failed" and "worker process died (exit code -9)" in status["reason"]
+    assert 5 <= status["step"] < status["max_steps"] == 40
+
+    again = batch(space, tmp_path)
+    assert {o.run: o.outcome for o in again.outcomes}[killed] == "done" and again.exit_code == 0
+    assert f"{killed}: resuming at step" in again.log_path.read_text()
+    assert_same_runs(whole, tmp_path / "runs")  # as if the worker had never died
+
+
+def report_threads(cfg_dict, stop_at_step, fresh):
+    """A job function for LocalPool: the torch threads its run got."""
+    import torch
+
+    return {"status": "done", "reason": f"{cfg_dict['threads']} {torch.get_num_threads()}", "seconds": 0.0}
+
+
+def test_local_workers_size_each_runs_threads_to_what_other_jobs_leave(tmp_path, monkeypatch):
+    monkeypatch.setenv(resources.JOBS_DIR_ENV, str(tmp_path / "jobs"))
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 4)
+    jobs = [Job(RunConfig(model="kgram_mlp", lr=lr)) for lr in (1e-3, 2e-3, 3e-3)]
+    with resources.registered("batch", 1) as me:
+        pool = LocalPool(workers=1, threads=0, fn=report_threads, job=me)
+        try:
+            runs = pool.run(jobs)
+            alone = next(runs)[1]["reason"]
+            with resources.registered("analyze", 1):  # another job starts: the next runs get half the cores
+                beside = next(runs)[1]["reason"]
+            after = next(runs)[1]["reason"]
+        finally:
+            pool.close()
+    assert (alone, beside, after) == ("4 4", "2 2", "4 4")  # what the run asked for and what torch has
+
+
+def test_workers_beyond_the_cores_are_capped_on_the_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(resources, "cpu_cores", lambda: 2)
+    cpu = [RunConfig(model="kgram_mlp", lr=lr) for lr in (1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3, 8e-3)]
+    res = plan_resources(cpu, "local", 8, runs_per_gpu=None, gpus_per_run=None, threads=None)
+    assert res.workers == 2 and res.threads == 1
+    assert [n for n in res.notes if "--workers 8 > 2 cores" in n]
+    assert plan_resources(cpu, "ray", 8, None, None, None).workers == 2  # a local Ray shares this CPU too
+    assert plan_resources(cpu, "ray", 8, None, None, None, address="head:6379").workers == 8  # a cluster's
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    gpu = [c.replace(device="cuda") for c in cpu]
+    assert plan_resources(gpu, "local", 8, None, None, None).workers == 8  # GPU runs: not capped by cores
 
 
 def test_halving_keeps_one_in_eta_says_why_the_others_stopped_then_continues_the_best(corpus, tmp_path):
@@ -253,3 +333,41 @@ def test_ray_backend_gives_the_same_metrics_as_local(reference, tmp_path):
         ray.shutdown()
     assert remote.exit_code == 0 and [o.outcome for o in remote.outcomes] == ["done"] * 4
     assert_same_runs(whole, tmp_path / "ray")
+    log = remote.log_path.read_text()  # each run's own log lines, from its Ray task
+    for o in remote.outcomes:
+        assert f"] {o.run} step 40/40 train" in log and f"] {o.run}: done" in log
+
+
+def refused_by_token_auth(**kwargs):
+    """ray.init(address=...) of Ray 2.60 against a cluster with token authentication, sent no token."""
+    try:
+        raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                           "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token "
+                           "is missing or incorrect. Note: RAY_AUTH_MODE is currently 'disabled' (not 'token').")
+    except RuntimeError as e:
+        raise ConnectionError("Failed to connect to Ray cluster at head:6379") from e
+
+
+def test_a_ray_cluster_that_wants_a_token_is_one_line_naming_the_fix(monkeypatch):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setattr(ray, "init", refused_by_token_auth)
+    with pytest.raises(ConfigError) as err:
+        RayPool(1, 0.0, "head:6379", 1)
+    message = str(err.value)
+    assert "\n" not in message and "head:6379" in message and "token authentication" in message
+    assert "ray get-auth-token" in message and "RAY_AUTH_MODE=token" in message
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # a token, but not the cluster's
+    with pytest.raises(ConfigError, match="refused this machine's Ray token"):
+        RayPool(1, 0.0, "head:6379", 1)
+
+    def no_token(**kwargs):
+        raise ray.exceptions.AuthenticationError(
+            "Token authentication is enabled but no authentication token was found")
+
+    monkeypatch.setattr(ray, "init", no_token)
+    with pytest.raises(ConfigError, match="this machine has no Ray token: copy the cluster's token"):
+        RayPool(1, 0.0, "head:6379", 1)

@@ -324,3 +324,21 @@ def test_word_prompts_are_unfinished_lines():
     tok = WordTokenizer.from_text("the company said\nthe market fell\n")
     assert encode_prompt(tok, "the company") == [tok.stoi["the"], tok.stoi["company"]]  # no <eos> appended
     assert encode_prompt(tok, "the market\n")[-1] == tok.eos_id  # unless the text ends the line
+
+
+def test_prompt_pieces_outside_the_vocabulary_are_named_in_a_warning(caplog):
+    from picollm.generate import encode_prompt
+    from picollm.tokenizers import CharTokenizer, WordTokenizer
+
+    chars = CharTokenizer.from_text("abc ")
+    with caplog.at_level("WARNING", logger="picollm"):
+        ids = encode_prompt(chars, "abé cü")
+    assert ids[2] == chars.unk_id and ids[5] == chars.unk_id
+    assert len(caplog.records) == 1 and "'é', 'ü' not in the run's vocabulary" in caplog.records[0].getMessage()
+    caplog.clear()
+    words = WordTokenizer.from_text("the cat sat\n")
+    with caplog.at_level("WARNING", logger="picollm"):
+        encode_prompt(words, "the cat")
+        assert not caplog.records  # every word known: no warning
+        encode_prompt(words, "the dog")
+    assert "'dog' not in the run's vocabulary" in caplog.records[0].getMessage()

@@ -1,5 +1,6 @@
 """auto_train_then_analyze.py end to end: every family trained, analysed, summarised; a re-run does nothing."""
 
+import hashlib
 import json
 import random
 import subprocess
@@ -78,3 +79,37 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(tmp_path, space):
     assert changed == [], changed  # no checkpoint, metric, analysis or plot was rewritten
     assert "0 trained, 5 already finished" in again.stdout + again.stderr
     assert "0 analysed, 5 up to date" in again.stdout + again.stderr
+
+
+def tree_state(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file (and 'dir' for every directory) under root."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", ["formula_syntax", "formula_unknown_column", "formula_text_arithmetic",
+                                  "malformed_table", "max_new_tokens"])
+def test_bad_input_fails_before_anything_trains(tmp_path, case):
+    ck, ar, logs = tmp_path / "ck", tmp_path / "ar", tmp_path / "logs"
+    args = ["--fast", "--out_dir", str(ck), "--analysis_dir", str(ar), "--log_dir", str(logs)]
+    if case == "formula_syntax":
+        args, words = args + ["--formula", "val_loss ~~ (("], ["--formula", "exactly one '~'"]
+    elif case == "formula_unknown_column":
+        args, words = args + ["--formula", "val_loss ~ np.log(parms)"], ["unknown column parms", "did you mean params"]
+    elif case == "formula_text_arithmetic":
+        args, words = args + ["--formula", "val_loss ~ np.log(status)"], ["--formula", "inside C(...)"]
+    elif case == "malformed_table":  # analysis would add rows to it after training, then fail on it
+        ar.mkdir()
+        (ar / "summary_cache.csv").write_text("run,model,val_loss\nlstm-a,lstm,2.5\ngpt-b,gpt,2.1\n")
+        words = [str(ar / "summary_cache.csv"), "line 3", "'gpt'"]
+    else:
+        args, words = args + ["--max_new_tokens", "-1"], ["--max_new_tokens"]
+    before = tree_state(tmp_path)
+    proc = subprocess.run([sys.executable, "auto_train_then_analyze.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and all(w in lines[0] for w in words), (words, lines[0])
+    assert not ck.exists() and not logs.exists()  # nothing trained, nothing logged
+    assert tree_state(tmp_path) == before

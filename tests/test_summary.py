@@ -1,6 +1,11 @@
 """summary.py: Pareto frontier vs brute force, OLS vs a direct statsmodels fit, robustness to thin data."""
 
+import hashlib
 import itertools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,14 +17,18 @@ from picollm.summary import (
     DEFAULT_FORMULA,
     FAMILY_AXES,
     Skip,
+    check_formula,
     fit_ols,
     heatmap_table,
+    load_summary,
     pareto_mask,
     regressions,
     split_formula,
     summarize,
     top_runs,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
 #: hyperparameters each family has; every other model field is NaN in summary_cache.csv
@@ -231,3 +240,159 @@ def test_thin_data_skips_with_reasons(tmp_path, case):
     if case == "nans":
         assert "pareto_val_loss_vs_token_accuracy" in skipped and "joint_kde" in skipped
         assert "pareto_val_loss_vs_params.png" in written
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input: a malformed table or an unusable --formula is one error line, exit 2, and nothing written
+# --------------------------------------------------------------------------------------------------
+def tree_state(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file (and 'dir' for every directory) under root; {} when it is absent."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
+
+
+def run_summary_script(*args: str) -> subprocess.CompletedProcess:
+    """total_summary_analysis.py as a user types it, from the repository root."""
+    return subprocess.run([sys.executable, "total_summary_analysis.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def csv_lines(df: pd.DataFrame) -> list[str]:
+    return df.to_csv(index=False).splitlines(keepends=True)
+
+
+def set_cell(line: str, header: str, column: str, value: str) -> str:
+    """line with one cell replaced (the synthetic table has no quoted commas)."""
+    cells = line.rstrip("\n").split(",")
+    cells[header.rstrip("\n").split(",").index(column)] = value
+    return ",".join(cells) + "\n"
+
+
+def malformed_table(case: str) -> tuple[bytes, list[str]]:
+    """A summary_cache.csv broken one way, and the words its error must contain (file lines: header = 1)."""
+    lines = csv_lines(cache_frame(3))
+    header, width = lines[0], lines[0].count(",") + 1
+    if case == "ragged":  # a row cut off (pandas pads it) and one with extra fields (pandas shifts it)
+        lines[3] = ",".join(lines[3].split(",")[:6]) + "\n"
+        lines[7] = lines[7].rstrip("\n") + ",extra\n"
+        return "".join(lines).encode(), ["lines 4, 8", f"not {width} fields", "analyze_all_checkpoints.py"]
+    if case == "non_utf8":
+        data = "".join(lines).encode().splitlines(keepends=True)
+        data[5] = data[5].replace(b"tinyshakespeare", b"tiny\xff\xfeshakespeare")
+        return b"".join(data), ["not UTF-8", "line 6"]
+    if case == "unknown_family":  # well-formed garbage: would be drawn as a family of its own
+        for i in (2, 5, 6, 9, 11):
+            lines[i] = set_cell(lines[i], header, "model", "gpt")
+        return "".join(lines).encode(), ["model", "lines 3, 6, 7 (+2 more)", "'gpt'", "delete those rows"]
+    if case == "text_in_number":
+        lines[4] = set_cell(lines[4], header, "val_loss", "lots")
+        return "".join(lines).encode(), ["val_loss is not a number", "line 5", "'lots'"]
+    if case == "missing_column":
+        frame = cache_frame(3).drop(columns=["val_loss"])
+        return frame.to_csv(index=False).encode(), ["no val_loss column"]
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("case", ["ragged", "non_utf8", "unknown_family", "text_in_number", "missing_column"])
+def test_malformed_table_is_one_error_line_naming_the_rows(tmp_path, case):
+    data, words = malformed_table(case)
+    (tmp_path / "summary_cache.csv").write_bytes(data)
+    before = tree_state(tmp_path)
+    proc = run_summary_script("--analysis_dir", str(tmp_path))
+    assert_one_line_error(proc, str(tmp_path / "summary_cache.csv"), *words)
+    assert tree_state(tmp_path) == before  # no plots/ folder, no report, the table untouched
+
+
+def test_empty_numbers_load_and_garbage_rows_are_named(tmp_path):
+    # an empty numeric cell (a diverged run) and inf load; both count as missing
+    df = cache_frame(3).astype({"params": float})
+    df.loc[2, "val_loss"] = np.nan
+    df.loc[3, "params"] = np.inf
+    loaded = load_summary(write_cache(tmp_path, df))
+    assert len(loaded) == len(df) and loaded["val_loss"].isna().sum() == 1 and loaded["params"].isna().sum() == 1
+    # a row without a run is reported, not drawn
+    lines = csv_lines(cache_frame(3))
+    lines[2] = set_cell(lines[2], lines[0], "run", "")
+    (tmp_path / "summary_cache.csv").write_text("".join(lines))
+    with pytest.raises(PicoError, match=r"run is empty on line 3;"):
+        load_summary(tmp_path)
+    # garbage in every column: the first two columns and a count, still one line
+    lines = csv_lines(cache_frame(3)) + ["x" + ",x" * lines[0].count(",") + "\n"]
+    (tmp_path / "summary_cache.csv").write_text("".join(lines))
+    with pytest.raises(PicoError, match=r"line 14 .*more column\(s\)") as err:
+        load_summary(tmp_path)
+    assert "\n" not in str(err.value)
+    # a header without rows is an empty table, not a malformed one
+    (tmp_path / "summary_cache.csv").write_text(lines[0])
+    with pytest.raises(PicoError, match="holds no runs"):
+        load_summary(tmp_path)
+
+
+@pytest.mark.parametrize("formula", [DEFAULT_FORMULA, "np.log(val_loss) ~ I(embed ** 2) + Q('k') + embed:layers",
+                                     "test_ppl ~ C(activation, Treatment('relu')) + center(params) + C(model)",
+                                     "val_loss ~ np.log(lr) + dropout * hidden - 1"])
+def test_check_formula_accepts_formulas_over_the_table_columns(formula):
+    check_formula(formula)
+
+
+@pytest.mark.parametrize("formula,words", [
+    ("val_loss ~~ ((", ["exactly one '~'"]),
+    ("val_loss ~ np.log(params", ["not a formula", "unclosed bracket"]),
+    ("val_loss ~ ((", ["not a formula"]),
+    ("~ embed", ["no response"]),
+    ("val_loss ~ np.log(parms) + embed", ["unknown column parms", "did you mean params", "learning_rate"]),
+    ("val_loss ~ foo(params)", ["cannot be evaluated", "'foo'"]),
+    ("val_loss ~ np.log(status)", ["cannot be evaluated", "inside C(...)"]),
+    ("model ~ embed", ["text column model as its response"]),
+])
+def test_check_formula_rejects_unusable_formulas(formula, words):
+    with pytest.raises(PicoError) as err:
+        check_formula(formula)
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_a_user_formula_that_fails_on_the_data_is_an_error_the_default_is_skipped():
+    df = cache_frame(6)
+    formula = "val_loss ~ np.log(params) + C(activation, Treatment('tanh'))"  # no run has tanh
+    check_formula(formula)  # nothing wrong without data: the level is a setting's choice away
+    fits, _ = regressions(df, formula)
+    assert any(d.startswith("C(activation") and "cannot evaluate" in d for d in fits["kgram_mlp"].dropped)
+    with pytest.raises(PicoError, match=r"Treatment\('tanh'\).*kgram_mlp runs"):
+        regressions(df, formula, strict=True)
+    # thin data is not the formula's fault: a user formula is skipped there like the default
+    fits, skipped = regressions(cache_frame(1, ["lstm"]), "test_ppl ~ embed", strict=True)
+    assert fits == {} and set(skipped) == {"regression[pooled]", "regression[lstm]"}
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory) -> Path:
+    """An analysis directory whose plots were drawn: a failing call must leave them as they are."""
+    root = tmp_path_factory.mktemp("drawn")
+    summarize(write_cache(root, cache_frame(4)), report=False)
+    return root
+
+
+@pytest.mark.parametrize("formula,words", [
+    ("val_loss ~~ ((", ["exactly one '~'"]),
+    ("val_loss ~ np.log(params) + no_such_column", ["unknown column no_such_column"]),
+    ("val_loss ~ C(activation, Treatment('tanh'))", ["cannot be evaluated on the kgram_mlp runs", "tanh"]),
+])
+def test_unusable_formula_fails_before_any_plot_is_written(drawn, tmp_path, formula, words):
+    analysis = Path(shutil.copytree(drawn, tmp_path / "analysis_runs"))
+    before = tree_state(analysis)
+    assert "plots/pareto_val_loss_vs_params.png" in before
+    proc = run_summary_script("--analysis_dir", str(analysis), "--formula", formula)
+    assert_one_line_error(proc, "--formula", *words)
+    assert tree_state(analysis) == before

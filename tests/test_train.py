@@ -9,8 +9,9 @@ import torch
 import picollm.train as train_mod
 from picollm.config import RunConfig
 from picollm.errors import CheckpointError, ConfigError
-from picollm.runs import load_checkpoint, load_run, read_status
-from picollm.train import METRIC_COLUMNS, lr_at, train_run
+from picollm.runs import METRIC_COLUMNS, load_checkpoint, load_run, read_status
+from picollm.schedule import lr_at
+from picollm.train import train_run
 
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
                 "grad_norm_preclip", "grad_norm_postclip", "max_param_grad", "weight_norm", "learning_rate"]

@@ -21,8 +21,6 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 @dataclass
 class KGramMLPConfig:
     vocab_size: int
-    block_size: int = 64
-    """Sequence length used in training (the model itself has no context limit beyond k)."""
     embed: int = 64
     """Embedding size of each of the k context tokens."""
     hidden: int = 128

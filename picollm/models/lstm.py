@@ -17,8 +17,6 @@ from picollm.models.base import LanguageModel
 @dataclass
 class LSTMConfig:
     vocab_size: int
-    block_size: int = 64
-    """BPTT length used in training (the model itself has no context limit)."""
     embed: int = 64
     hidden: int = 128
     """LSTM cell size."""

@@ -80,8 +80,6 @@ def slstm_positions(layers: int, ratio: str) -> list[int]:
 class XLSTMConfig:
     vocab_size: int
     """number of token ids"""
-    block_size: int = 64
-    """training sequence length (the model itself has no context limit)"""
     embed: int = 64
     """token embedding size (linear in / out projections when it differs from hidden)"""
     hidden: int = 128

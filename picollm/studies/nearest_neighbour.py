@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -28,7 +30,9 @@ from picollm.config import RunConfig
 from picollm.errors import ConfigError
 from picollm.log import get_logger
 from picollm.models import build_model
-from picollm.studies.xlstm_vs_baselines import LABELS, markdown_table
+from picollm.settings import setting, validate_settings
+from picollm.studies.xlstm_vs_baselines import LABELS
+from picollm.summary import markdown_table
 
 log = get_logger()
 
@@ -140,11 +144,32 @@ def plot_accuracy(df: pd.DataFrame, path: Path, chance: float, title: str) -> No
     fig.savefig(path, dpi=120)
 
 
+@dataclass(frozen=True)
+class NNStudy:
+    """The nearest-neighbour study's settings."""
+
+    dim: int = setting(4, "dimension of the reference vectors", bounds="[1, inf)")
+    classes: int = setting(4, "labels to choose from", bounds="[2, inf)")
+    embed: int = setting(32, "model width", bounds="[1, inf)")
+    layers: int = setting(2, "layers / blocks", bounds="[1, inf)")
+    heads: int = setting(2, "attention / memory heads", bounds="[1, inf)")
+    steps: int = setting(400, "training steps per model and length", bounds="[1, inf)")
+    batch: int = setting(64, "sequences per step", bounds="[1, inf)")
+    lr: float = setting(3e-3, "learning rate", bounds="(0, inf)")
+    eval_size: int = setting(1024, "held-out queries scored", bounds="[1, inf)")
+    seed: int = setting(0, "seed of the data and the models", bounds="[0, 4294967295]")
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+
+
 def run_nn_study(out_dir: Path | str = "analysis_runs/xlstm_study", lengths: tuple[int, ...] = (4, 8, 16, 32),
-                 families: tuple[str, ...] = FAMILIES, dim: int = 4, classes: int = 4, embed: int = 32,
-                 layers: int = 2, heads: int = 2, steps: int = 400, batch: int = 64, lr: float = 3e-3,
-                 eval_size: int = 1024, seed: int = 0, threads: int = 0) -> pd.DataFrame:
-    """Accuracy against the number of references for every family; writes the table and the plot."""
+                 families: tuple[str, ...] = FAMILIES, threads: int = 0, **settings: Any) -> pd.DataFrame:
+    """Accuracy against the number of references for every family (settings: NNStudy fields); writes the
+    table and the plot."""
+    st = NNStudy(**settings)
+    dim, classes, embed, layers, heads, steps = st.dim, st.classes, st.embed, st.layers, st.heads, st.steps
+    batch, lr, eval_size, seed = st.batch, st.lr, st.eval_size, st.seed
     if any(n < 1 for n in lengths):
         raise ConfigError(f"--lengths must be positive numbers of references; got {lengths}")
     if threads:

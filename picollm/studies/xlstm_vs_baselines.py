@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -22,6 +24,8 @@ import torch
 from picollm.config import RunConfig
 from picollm.errors import ConfigError
 from picollm.log import get_logger
+from picollm.settings import setting, validate_settings
+from picollm.summary import markdown_table
 
 log = get_logger()
 
@@ -70,18 +74,6 @@ def match_sizes(base: RunConfig, vocab_size: int, families: tuple[str, ...] = FA
     return found
 
 
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    """A GitHub Markdown table (without the optional `tabulate` dependency)."""
-    def fmt(v) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else format(v, floatfmt)
-        return f"{v:,}" if isinstance(v, int) else str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 def plot_buckets(df: pd.DataFrame, path: Path, title: str) -> None:
     """Grouped bars: test perplexity (log scale) overall and per frequency bucket, one bar per family."""
     from matplotlib.figure import Figure
@@ -102,19 +94,40 @@ def plot_buckets(df: pd.DataFrame, path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", corpus: str = "wikitext2", max_steps: int = 300,
-                 embed: int = 64, layers: int = 2, heads: int = 4, block_size: int = 32, batch_size: int = 16,
-                 lr: float = 3e-3, test_tokens: int = 20000, eval_tokens: int = 4096, threads: int = 0,
-                 families: tuple[str, ...] = FAMILIES, seed: int = 1337, tokenizer: str = "auto",
-                 batching: str = "auto") -> pd.DataFrame:
+@dataclass(frozen=True)
+class LMStudy:
+    """The LM study's settings (its defaults are a quick comparison, not the run defaults of RunConfig)."""
+
+    corpus: str = setting("wikitext2", "corpus name or a path to a .txt file")
+    max_steps: int = setting(300, "optimisation steps per family", bounds="[1, inf)")
+    embed: int = setting(64, "token embedding size", bounds="[1, inf)")
+    layers: int = setting(2, "xLSTM blocks (the others are matched to its size)", bounds="[1, inf)")
+    heads: int = setting(4, "attention / memory heads", bounds="[1, inf)")
+    block_size: int = setting(32, "tokens per training sequence", bounds="[1, inf)")
+    batch_size: int = setting(16, "sequences per optimisation step", bounds="[1, inf)")
+    lr: float = setting(3e-3, "peak learning rate", bounds="(0, inf)")
+    test_tokens: int = setting(20000, "cap on scored test tokens (0 = all)", bounds="[0, inf)")
+    eval_tokens: int = setting(4096, "validation tokens per evaluation (0 = the whole split)", bounds="[0, inf)")
+    batching: str = setting("auto", "auto: LSTM and xLSTM (ours) on carried-state streams, the others on random "
+                            "windows; random: every family on random windows", choices=("auto", "random"))
+    seed: int = setting(1337, "random seed of every run", bounds="[0, 4294967295]")
+    tokenizer: str = setting("auto", "tokenizer; auto = the corpus's own level", choices=("auto", "char", "word", "bpe"))
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+
+
+def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", families: tuple[str, ...] = FAMILIES,
+                 threads: int = 0, **settings: Any) -> pd.DataFrame:
     """Train every family at matched size, evaluate on the test split, write CSV + Markdown + plot.
 
-    test_tokens caps the scored test tokens (0 = the whole split). batching "auto" trains the LSTM and our
-    xLSTM on carried-state streams and the others on random windows; "random" trains every family on
-    random windows (separates the batching from the architecture). Finished runs are reused (same config,
-    same run directory), so re-running only re-evaluates."""
-    if batching not in ("auto", "random"):
-        raise ConfigError(f"batching must be 'auto' or 'random'; got {batching!r}")
+    settings: LMStudy fields. test_tokens caps the scored test tokens (0 = the whole split). batching "auto"
+    trains the LSTM and our xLSTM on carried-state streams and the others on random windows; "random" trains
+    every family on random windows (separates the batching from the architecture). Finished runs are reused
+    (same config, same run directory), so re-running only re-evaluates."""
+    st = LMStudy(**settings)
+    corpus, max_steps, embed, layers = st.corpus, st.max_steps, st.embed, st.layers
+    batch_size, block_size, batching = st.batch_size, st.block_size, st.batching
     from picollm.analysis import test_metrics
     from picollm.data import prepare_data
     from picollm.runs import load_run, run_summary
@@ -124,16 +137,16 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", corpus: str 
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
-    base = RunConfig(corpus=corpus, tokenizer=tokenizer, embed=embed, layers=layers, heads=heads, block_size=block_size,
-                     batch_size=batch_size, lr=lr, max_steps=max_steps, eval_interval=max_steps,
-                     warmup_steps=min(50, max_steps // 10), eval_tokens=eval_tokens, xlstm_ratio="1:1", seed=seed,
-                     out_dir=str(out / "checkpoints"), threads=threads)
+    base = RunConfig(corpus=corpus, tokenizer=st.tokenizer, embed=embed, layers=layers, heads=st.heads,
+                     block_size=block_size, batch_size=batch_size, lr=st.lr, max_steps=max_steps,
+                     eval_interval=max_steps, warmup_steps=min(50, max_steps // 10), eval_tokens=st.eval_tokens,
+                     xlstm_ratio="1:1", seed=st.seed, out_dir=str(out / "checkpoints"), threads=threads)
     tok, splits = prepare_data(corpus, base.resolved().tokenizer)
     sizes = match_sizes(base, tok.vocab_size, families)
     for family, res in sizes.items():
         log.info(f"{LABELS[family]:>16}: {res['params']:>10,} parameters ({res['non_embedding']:,} outside the "
                  f"embedding) with {res['overrides']}")
-    test_ids = splits["test"][: test_tokens + 1] if test_tokens else splits["test"]
+    test_ids = splits["test"][: st.test_tokens + 1] if st.test_tokens else splits["test"]
     rows = []
     for family in families:
         over = dict(sizes[family]["overrides"])
@@ -164,7 +177,7 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", corpus: str 
     shown = df[["model", "params", "non_embedding", "val_ppl", *BUCKET_COLUMNS, "train_seconds"]]
     header = (f"{corpus}, {max_steps} steps of {batch_size} x {block_size} tokens, embed {embed}, "
               f"{layers} xLSTM blocks, test perplexity on {int(df['test_tokens'].iloc[0]):,} test tokens\n\n")
-    (out / "lm_results.md").write_text(header + markdown_table(shown))
+    (out / "lm_results.md").write_text(header + markdown_table(shown, floatfmt=".2f"))
     plot_buckets(df, out / "lm_buckets.png", f"{corpus}: test perplexity by training frequency ({max_steps} steps)")
     return df
 
