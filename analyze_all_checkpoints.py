@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from picollm.analysis import analyze_all
+from picollm.analysis import add_max_new_tokens_arg, analyze_all
 from picollm.cli import ArgumentParser, run_cli
 from picollm.log import setup_logging
 
@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip_existing", action=argparse.BooleanOptionalAction, default=True,
                         help="skip runs whose analysis is newer than their checkpoints")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens generated per prompt and strategy")
+    add_max_new_tokens_arg(parser)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = the cores split "
                         "over the workers and those of the other picollm jobs running, as each run starts)")
     return parser.parse_args(argv)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from picollm.analysis import analyze_run
+from picollm.analysis import add_max_new_tokens_arg, analyze_run
 from picollm.cli import ArgumentParser, run_cli
 from picollm.influence import InfluenceSettings, add_influence_args, analyze_influence, influence_kwargs
 from picollm.log import setup_logging
@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", required=True, help="run directory, e.g. checkpoints/<run>")
     parser.add_argument("--out", default="analysis_runs", help="root of the analysis directories")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens generated per prompt and strategy")
+    add_max_new_tokens_arg(parser)
     add_influence_args(parser)
     return parser.parse_args(argv)
 

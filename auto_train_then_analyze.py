@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from picollm.analysis import analyze_all, available_cores
+from picollm.analysis import add_max_new_tokens_arg, analyze_all, available_cores
 from picollm.batch import add_batch_args, batch_kwargs, train_batch
 from picollm.cli import ArgumentParser, run_cli
 from picollm.errors import ConfigError
@@ -37,8 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fast", action="store_true",
                         help="the `fast` preset: every family on Tiny Shakespeare, a few short runs each (< 5 min on "
                              "2 CPU cores); checks that every family learned")
-    parser.add_argument("--max_new_tokens", type=int, default=200,
-                        help="analysis: tokens generated per prompt and strategy (default: 200)")
+    add_max_new_tokens_arg(parser)
     add_summary_args(parser)
     add_batch_args(parser)
     args = parser.parse_args(argv)

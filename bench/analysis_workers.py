@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from picollm.analysis import TIMING_COLUMNS, analyze_all, available_cores
+from picollm.analysis import analyze_all, available_cores
 from picollm.config import RunConfig
+from picollm.table import TIMING_COLUMNS
 from picollm.train import train_run
 
 FAMILIES = ["kgram_mlp", "lstm", "transformer"]

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from picollm.analysis import SUMMARY_COLUMNS, TABLE_NAME, TIMING_COLUMNS, read_summary_table
 from picollm.config import RunConfig
 from picollm.resources import cpu_cores, running_jobs
+from picollm.table import SUMMARY_COLUMNS, TABLE_NAME, TIMING_COLUMNS, read_summary_table
 from picollm.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]

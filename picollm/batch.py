@@ -53,13 +53,16 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from picollm import resources
 from picollm.cli import add_config_args, config_overrides
 from picollm.config import RunConfig
 from picollm.errors import ConfigError, PicoError
 from picollm.log import capture_records, get_logger, replay_records, setup_logging
-from picollm.runs import FINISHED, atomic_write_json, read_status, run_summary, write_status
+from picollm.runs import FINISHED, atomic_write_json, read_metrics, read_status, run_summary, write_status
 from picollm.search import PRESETS, SAMPLERS, halving_schedule, load_space, rung_budget, sample
+from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
 
 log = get_logger()
 
@@ -71,40 +74,55 @@ OUTCOMES = ("done", "skipped", "failed", "diverged", "stopped", "paused")
 # --------------------------------------------------------------------------------------------------
 # arguments
 # --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a batch samples and trains a space: train_batch's keywords and batch_train.py's flags."""
+
+    preset: str | None = setting(None, f"named search space: {', '.join(PRESETS)} (default: pico)", kind=str)
+    space: str | None = setting(None, "search space file (.yaml / .json; format: picollm/search.py)", kind=str)
+    sampler: str | None = setting(None, "how configs are drawn (default: the space's own)", choices=SAMPLERS, kind=str)
+    n_runs: int | None = setting(None, "configs to draw (random / halving; grid: the first n)", bounds="[1, inf)",
+                                 kind=int)
+    seed: int = setting(0, "sampler seed (the runs' own seed is a run setting)", bounds="[0, 4294967295]")
+    workers: int | None = setting(None, "parallel runs (default: one per core, or --runs_per_gpu per GPU; at "
+                                  "most one per core on the CPU)", bounds="[1, inf)", kind=int)
+    max_steps: int | None = setting(None, "cap every config's step budget (a quick batch)", bounds="[1, inf)",
+                                    kind=int)
+    skip_existing: bool = setting(True, "skip finished runs (--no-skip_existing retrains them; the old run is "
+                                  "kept until the new one has run)")
+    continue_best: float | None = setting(None, "then train the best finished run for this many more epochs "
+                                          "(default: the space's)", bounds="[0, inf)", kind=float)
+    eta: int | None = setting(None, "halving: keep the best 1/eta at every rung (default: the space's, 3)",
+                              bounds="[2, inf)", kind=int)
+    device: str | None = setting(None, "cpu, cuda, cuda:N or mps for every run (default: the space's, cpu)",
+                                 kind=str)
+    dry_run: bool = setting(False, "print the configs and which are done; train nothing")
+    out_dir: str = setting("checkpoints", "root directory of run directories")
+    log_dir: str = setting("logs", "where the batch log and manifest go")
+    backend: str = setting("local", "local processes or Ray tasks", choices=("local", "ray"))
+    address: str | None = setting(None, "Ray cluster HOST:PORT to join (--backend ray; default: a local Ray)",
+                                  kind=str)
+    gpus_per_run: float | None = setting(None, "Ray: GPUs reserved per run, e.g. 0.25 packs 4 per GPU",
+                                         bounds="(0, inf)", kind=float)
+    runs_per_gpu: int | None = setting(None, "runs that share each GPU (local: K workers per GPU; Ray: 1/K GPU)",
+                                       bounds="[1, inf)", kind=int)
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+        if self.address and self.backend != "ray":
+            raise ConfigError("--address joins a Ray cluster: add --backend ray")
+
+
 def add_batch_args(parser: argparse.ArgumentParser) -> None:
     """The batch flags, then one override flag per RunConfig field (applied on top of every sampled config)."""
-    g = parser.add_argument_group("batch")
-    g.add_argument("--preset", help=f"named search space: {', '.join(PRESETS)} (default: pico)")
-    g.add_argument("--space", metavar="FILE", help="search space file (.yaml / .json; format: picollm/search.py)")
-    g.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the space's own)")
-    g.add_argument("--n_runs", type=int, help="configs to draw (random / halving; grid: the first n)")
-    g.add_argument("--seed", type=int, default=0, help="sampler seed (the runs' own seed is a run setting)")
-    g.add_argument("--workers", type=int, help="parallel runs (default: one per core, or --runs_per_gpu per GPU)")
-    g.add_argument("--max_steps", type=int, help="cap every config's step budget (a quick batch)")
-    g.add_argument("--skip_existing", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip finished runs (--no-skip_existing retrains them; the old run is kept until "
-                        "the new one has run)")
-    g.add_argument("--continue_best", type=float, metavar="EPOCHS",
-                   help="then train the best finished run for this many more epochs (default: the space's)")
-    g.add_argument("--eta", type=int, help="halving: keep the best 1/eta at every rung (default: the space's, 3)")
-    g.add_argument("--device", help="cpu, cuda, cuda:N or mps for every run (default: the space's, cpu)")
-    g.add_argument("--dry_run", action="store_true", help="print the configs and which are done; train nothing")
-    g.add_argument("--out_dir", default="checkpoints", help="root directory of run directories")
-    g.add_argument("--log_dir", default="logs", help="where the batch log and manifest go")
-    g.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
-    g.add_argument("--address", metavar="HOST:PORT", help="Ray cluster to join (--backend ray; default: a local Ray)")
-    g.add_argument("--gpus_per_run", type=float, help="Ray: GPUs reserved per run, e.g. 0.25 packs 4 per GPU")
-    g.add_argument("--runs_per_gpu", type=int, help="runs that share each GPU (local: K workers per GPU; Ray: 1/K GPU)")
+    add_settings_args(parser, BatchSettings, group_title="batch")
     add_config_args(parser, exclude=BATCH_OWNED, group_title="run settings (override every sampled config)")
 
 
 def batch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """train_batch's keyword arguments from parsed add_batch_args flags."""
-    names = ("preset", "space", "sampler", "n_runs", "seed", "workers", "max_steps", "skip_existing",
-             "continue_best", "eta", "device", "dry_run", "out_dir", "log_dir", "backend", "address",
-             "gpus_per_run", "runs_per_gpu")
     overrides = {k: v for k, v in config_overrides(args).items() if k not in BATCH_OWNED}  # --seed etc. are ours
-    return {**{n: getattr(args, n) for n in names}, "overrides": overrides}
+    return {**settings_from_args(args, BatchSettings), "overrides": overrides}
 
 
 def train_batch_from_args(args: argparse.Namespace) -> BatchReport:
@@ -635,12 +653,9 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 
 def best_val_loss_until(run_dir: Path, step: int) -> float:
     """Lowest validation loss of a run among its evaluations at steps 1..step (inf if none)."""
-    import pandas as pd
-
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists() or read_status(run_dir)["status"] in ("failed", "diverged"):
+    if not (Path(run_dir) / "metrics.csv").exists() or read_status(run_dir)["status"] in ("failed", "diverged"):
         return math.inf
-    m = pd.read_csv(path)
+    m = read_metrics(run_dir)
     losses = m.loc[(m["step"] > 0) & (m["step"] <= step), "val_loss"].dropna()
     return float(losses.min()) if len(losses) else math.inf
 
@@ -700,20 +715,16 @@ def run_continue_best(runner: _BatchRunner, configs: list[RunConfig], epochs: fl
     runner.execute([Job(cfg, None, "continue_best")])
 
 
-def _lock(out_dir: Path):
-    """An exclusive lock on <out_dir>/.batch.lock, held until the process exits (the kernel drops it on kill)."""
+def _lock(out_dir: Path) -> FileLock:
+    """An exclusive lock on <out_dir>/.batch.lock, held until released or the process exits (the OS drops
+    it on kill), so two batches never train the same run at once."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    f = open(out_dir / ".batch.lock", "a+")
+    lock = FileLock(out_dir / ".batch.lock")
     try:
-        import fcntl
-
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # not POSIX: no lock
-        return f
-    except BlockingIOError:
-        f.close()
+        lock.acquire(timeout=0)
+    except Timeout:
         raise ConfigError(f"another batch is training in {out_dir}; wait for it or use another --out_dir") from None
-    return f
+    return lock
 
 
 def _manifest_path(log_path: Path) -> Path:
@@ -758,45 +769,35 @@ def _run_stages(runner: _BatchRunner, configs: list[RunConfig], sampler: str, et
         run_continue_best(runner, configs, epochs_more, max_steps)
 
 
-def train_batch(preset: str | None = None, space: str | Path | None = None, sampler: str | None = None,
-                n_runs: int | None = None, seed: int = 0, workers: int | None = None, max_steps: int | None = None,
-                skip_existing: bool = True, continue_best: float | None = None, eta: int | None = None,
-                device: str | None = None, dry_run: bool = False, out_dir: str | Path = "checkpoints",
-                log_dir: str | Path = "logs", backend: str = "local", address: str | None = None,
-                gpus_per_run: float | None = None, runs_per_gpu: int | None = None,
-                overrides: dict[str, Any] | None = None, console: bool = True) -> BatchReport:
+def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, **settings: Any) -> BatchReport:
     """Sample a space (a preset or a file) and train every config; see the module docstring.
 
-    overrides: RunConfig settings applied to every config (they replace the space's values and axes).
-    The report's exit_code is 1 if any run failed; user mistakes raise ConfigError before anything trains.
+    settings: BatchSettings fields. overrides: RunConfig settings applied to every config (they replace the
+    space's values and axes). The report's exit_code is 1 if any run failed; user mistakes raise
+    ConfigError before anything trains.
     """
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"--backend must be local or ray; got {backend!r}")
-    if address and backend != "ray":
-        raise ConfigError("--address joins a Ray cluster: add --backend ray")
-    if max_steps is not None and max_steps < 1:
-        raise ConfigError(f"--max_steps must be >= 1; got {max_steps}")
-    if backend == "ray" and not dry_run:
+    st = BatchSettings(**{k: str(v) if isinstance(v, Path) else v for k, v in settings.items()})
+    backend, address, max_steps = st.backend, st.address, st.max_steps
+    if backend == "ray" and not st.dry_run:
         import_ray()  # fail before sampling, not after
-    out_dir = Path(out_dir)
-    sp = load_space(preset, space)
+    out_dir = Path(st.out_dir)
+    sp = load_space(st.preset, st.space)
     fixed = dict(overrides or {})
-    if device:
-        fixed["device"] = device
+    if st.device:
+        fixed["device"] = st.device
     sp = sp.with_overrides(fixed)
-    sampler = sampler or sp.sampler
-    eta = eta or sp.eta
-    epochs_more = sp.continue_best if continue_best is None else continue_best
-    if not (math.isfinite(epochs_more) and epochs_more >= 0):
-        raise ConfigError(f"--continue_best must be a finite number of epochs >= 0; got {epochs_more}")
-    configs = sample(sp, sampler, n_runs, seed)
+    sampler = st.sampler or sp.sampler
+    eta = st.eta or sp.eta
+    epochs_more = sp.continue_best if st.continue_best is None else st.continue_best
+    configs = sample(sp, sampler, st.n_runs, st.seed)
     if max_steps:
         configs = cap_steps(configs, max_steps)
     configs = [c.replace(out_dir=str(out_dir), progress=False) for c in configs]
     if sampler == "halving":
         halving_schedule(len(configs), eta)  # validates eta
-    res = plan_resources(configs, backend, workers, runs_per_gpu, gpus_per_run, fixed.get("threads"), address)
-    if dry_run:
+    res = plan_resources(configs, backend, st.workers, st.runs_per_gpu, st.gpus_per_run, fixed.get("threads"),
+                         address)
+    if st.dry_run:
         for note in res.notes:
             print(f"warning: {note}", file=sys.stderr)
         return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": ")))
@@ -809,16 +810,16 @@ def train_batch(preset: str | None = None, space: str | Path | None = None, samp
         if pool:
             pool.close()
         raise
-    log_path = setup_logging("batch", log_dir, console=console)
+    log_path = setup_logging("batch", st.log_dir, console=console)
     for note in res.notes:
         log.warning(note)
     fixed_threads = backend == "ray" or bool(fixed.get("threads"))  # Ray's: the CPUs it reserves per task
     if fixed_threads:
         configs = [c.replace(threads=res.threads) for c in configs]
     manifest_path = _manifest_path(log_path)
-    header = {"space": sp.name, "description": sp.description, "sampler": sampler, "seed": seed,
+    header = {"space": sp.name, "description": sp.description, "sampler": sampler, "seed": st.seed,
               "n_runs": len(configs), "eta": eta if sampler == "halving" else None, "max_steps_cap": max_steps,
-              "skip_existing": skip_existing, "continue_best": epochs_more, "overrides": fixed, "backend": backend,
+              "skip_existing": st.skip_existing, "continue_best": epochs_more, "overrides": fixed, "backend": backend,
               "address": address, "resources": asdict(res), "out_dir": str(out_dir), "log": str(log_path),
               "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log.info(f"batch: {len(configs)} configs from space {sp.name} ({sampler}), {res.workers} {backend} workers x "
@@ -831,10 +832,10 @@ def train_batch(preset: str | None = None, space: str | Path | None = None, samp
         pool = pool or LocalPool(res.workers, fixed.get("threads") or 0, res.devices, log_path, job=job)
         runner = _BatchRunner(pool, out_dir, manifest_path, header)
         try:
-            _run_stages(runner, configs, sampler, eta, not skip_existing, epochs_more, max_steps)
+            _run_stages(runner, configs, sampler, eta, not st.skip_existing, epochs_more, max_steps)
         finally:
             pool.close()
-            lock.close()
+            lock.release()
     runner.write_manifest(finished=True)
     report = BatchReport(outcomes=runner.outcomes(), manifest_path=manifest_path, log_path=log_path)
     log.info("\n" + report.table())

@@ -468,6 +468,63 @@ class InfluenceSettings:
         validate_settings(self)
 
 
+class _Laps:
+    """Wall seconds of each stage, for influence.json."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.start = self.tic = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.tic, 3)
+        self.tic = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total": round(time.perf_counter() - self.start, 3)}
+
+
+def solve_ihvp(hvp: MatVec, b: Tensor, fisher_diag: Tensor, st: InfluenceSettings, lam_min: float, lam_max: float,
+               run_name: str, progress: bool = True) -> tuple[Tensor, dict[str, Any], float]:
+    """(H + damping I)^-1 b by the chosen method; returns the solution, the solver's info and the damping used
+    (raised above -lambda_min when H has negative curvature, or LiSSA / CG would diverge)."""
+    damping = st.damping
+    if st.method != "fisher" and lam_min + damping <= 0:
+        damping = st.damping - 1.1 * lam_min  # Ritz values lie inside the spectrum: add a margin
+        log.warning(f"{run_name}: the Hessian has negative curvature (lambda_min ~ {lam_min:.3g}); damping "
+                    f"raised from {st.damping:g} to {damping:.3g} so that LiSSA / CG converge")
+    if st.method == "cg":
+        ihvp, info = conjugate_gradient(hvp, b, damping, st.cg_steps, progress=progress)
+    elif st.method == "lissa":
+        ihvp, info = lissa(hvp, b, damping, scale=1.05 * (lam_max + damping), steps=st.lissa_steps,
+                           progress=progress)
+    else:
+        ihvp, info = b / (fisher_diag.to(b) + damping), {}
+    return ihvp, info, damping
+
+
+def ranked_rows(scores: Tensor, top_k: int, window_text: Callable[[str, int], str], train_starts: Tensor,
+                test_starts: Tensor, loss_train: Tensor, loss_test: Tensor) -> list[dict[str, Any]]:
+    """influence_top.csv: per test window, its top_k most helpful (most negative score) and most harmful
+    training windows."""
+    rows = []
+    for t in range(scores.size(0)):
+        order = scores[t].argsort()
+        ranked = {"helpful": [i for i in order.tolist() if scores[t, i] < 0][:top_k],
+                  "harmful": [i for i in order.flip(0).tolist() if scores[t, i] > 0][:top_k]}
+        for kind, idx in ranked.items():
+            for rank, i in enumerate(idx, 1):
+                rows.append({"test_index": int(test_starts[t]), "test_text": window_text("test", t),
+                             "rank": rank, "kind": kind, "train_index": int(train_starts[i]),
+                             "train_text": window_text("train", i), "score": scores[t, i].item(),
+                             "test_loss": loss_test[t].item(), "train_loss": loss_train[i].item()})
+    return rows
+
+
+INFLUENCE_COLUMNS = ["test_index", "test_text", "rank", "kind", "train_index", "train_text", "score", "test_loss",
+                     "train_loss"]
+
+
 def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", device: str = "cpu",
                       progress: bool = True, **settings: Any) -> dict[str, Any]:
     """Fisher information and influence of training sequences on test sequences for one trained run.
@@ -482,95 +539,59 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     from picollm.runs import atomic_write_json, atomic_write_text, load_run
 
     st = InfluenceSettings(**settings)
-    n_train, n_test, damping, method, params, seed = st.n_train, st.n_test, st.damping, st.method, st.params, st.seed
-    lissa_steps, cg_steps, lanczos_steps, n_eigs, n_hessian = (st.lissa_steps, st.cg_steps, st.lanczos_steps,
-                                                               st.n_eigs, st.n_hessian)
-    top_k, dtype = st.top_k, st.dtype
-    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    timings: dict[str, float] = {}
-    t0 = tic = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tic
-        timings[name] = round(time.perf_counter() - tic, 3)
-        tic = time.perf_counter()
-
+    laps = _Laps()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg, tokenizer, model, _ = load_run(run_dir, which, device=device)
-    model = model.to(torch_dtype).eval()  # eval: no dropout, so the loss is a deterministic function of theta
+    dtype = {"float32": torch.float32, "float64": torch.float64}[st.dtype]
+    model = model.to(dtype).eval()  # eval: no dropout, so the loss is a deterministic function of theta
     _, splits = data_mod.prepare_data(cfg.corpus, cfg.resolved().tokenizer, cfg.bpe_vocab_size, tokenizer=tokenizer)
     T = cfg.block_size
-    train_starts, x_train, y_train = sample_windows(splits["train"], n_train, T, seed)
-    test_starts, x_test, y_test = sample_windows(splits["test"], n_test, T, seed + 1)
+    starts = {}
+    starts["train"], x_train, y_train = sample_windows(splits["train"], st.n_train, T, st.seed)
+    starts["test"], x_test, y_test = sample_windows(splits["test"], st.n_test, T, st.seed + 1)
     x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
-    space, theta = select_params(model, params)
-    lap("load")
+    space, theta = select_params(model, st.params)
+    laps("load")
 
     g_train = per_example_grads(model, space, theta, x_train, y_train, progress=progress)  # (n_train, d)
     g_test = per_example_grads(model, space, theta, x_test, y_test, progress=progress)  # (n_test, d)
     loss_train = sequence_losses(model, space, theta, x_train, y_train)
     loss_test = sequence_losses(model, space, theta, x_test, y_test)
-    lap("per_sequence_grads")
+    laps("per_sequence_grads")
 
-    fisher_diag = (g_train.double() ** 2).mean(0)  # (d,): diag of 1/n sum g g^T
+    g64 = g_train.double()
+    fisher_diag = (g64 ** 2).mean(0)  # (d,): diag of 1/n sum g g^T
     table = fisher_table(space, fisher_diag)
     atomic_write_text(out_dir / "fisher_layers.csv", table.to_csv(index=False))
-    plot_fisher(table, out_dir / "fisher_layers.png", f"{run_dir.name}: empirical Fisher diagonal ({params})")
-    g64 = g_train.double()
-    fisher_ritz = lanczos(fisher_matvec(g64), space.dim, lanczos_steps, device=device, seed=seed, progress=progress)
-    fisher_gram = torch.linalg.eigvalsh((g64 @ g64.T).cpu() / n_train)  # same nonzero spectrum, n x n: exact
-    lap("fisher")
+    plot_fisher(table, out_dir / "fisher_layers.png", f"{run_dir.name}: empirical Fisher diagonal ({st.params})")
+    fisher_ritz = lanczos(fisher_matvec(g64), space.dim, st.lanczos_steps, device=device, seed=st.seed,
+                          progress=progress)
+    fisher_gram = torch.linalg.eigvalsh((g64 @ g64.T).cpu() / st.n_train)  # same nonzero spectrum, n x n: exact
+    laps("fisher")
 
-    nh = n_hessian or n_train
+    nh = st.n_hessian or st.n_train
     hvp = HessianOperator(model, space, theta, x_train[:nh], y_train[:nh])
-    hess_ritz = lanczos(hvp, space.dim, lanczos_steps, device=device, seed=seed, progress=progress)
-    lap("hessian_eigs")
+    hess_ritz = lanczos(hvp, space.dim, st.lanczos_steps, device=device, seed=st.seed, progress=progress)
+    laps("hessian_eigs")
 
     lam_max, lam_min = hess_ritz[-1].item(), hess_ritz[0].item()
-    damping_used = damping
-    if method != "fisher" and lam_min + damping <= 0:
-        damping_used = damping - 1.1 * lam_min  # Ritz values lie inside the spectrum: add a margin
-        log.warning(f"{run_dir.name}: the Hessian has negative curvature (lambda_min ~ {lam_min:.3g}); damping "
-                    f"raised from {damping:g} to {damping_used:.3g} so that LiSSA / CG converge")
-    b = g_test.to(torch_dtype)
-    if method == "cg":
-        ihvp, info = conjugate_gradient(hvp, b, damping_used, cg_steps, progress=progress)
-    elif method == "lissa":
-        ihvp, info = lissa(hvp, b, damping_used, scale=1.05 * (lam_max + damping_used), steps=lissa_steps,
-                           progress=progress)
-    else:
-        ihvp, info = b / (fisher_diag.to(b) + damping_used), {}
+    b = g_test.to(dtype)
+    ihvp, info, damping_used = solve_ihvp(hvp, b, fisher_diag, st, lam_min, lam_max, run_dir.name, progress)
     # how well (H + damping I) x = g_test was solved (for "fisher": how far the diagonal is from H)
     residual = ((hvp(ihvp) + damping_used * ihvp - b).norm(dim=-1) / b.norm(dim=-1).clamp_min(1e-30)).tolist()
-    scores = influence_scores(g_train.to(torch_dtype), ihvp).double().cpu()  # (n_test, n_train)
-    lap("influence")
+    scores = influence_scores(g_train.to(dtype), ihvp).double().cpu()  # (n_test, n_train)
+    laps("influence")
 
-    decode = lambda starts, split, i: tokenizer.decode(splits[split][starts[i]: starts[i] + T + 1])
-    rows = []
-    for t in range(n_test):
-        order = scores[t].argsort()  # ascending: most helpful (most negative) first
-        ranked = {"helpful": [i for i in order.tolist() if scores[t, i] < 0][:top_k],
-                  "harmful": [i for i in order.flip(0).tolist() if scores[t, i] > 0][:top_k]}
-        for kind, idx in ranked.items():
-            for rank, i in enumerate(idx, 1):
-                rows.append({"test_index": int(test_starts[t]), "test_text": decode(test_starts, "test", t),
-                             "rank": rank, "kind": kind, "train_index": int(train_starts[i]),
-                             "train_text": decode(train_starts, "train", i), "score": scores[t, i].item(),
-                             "test_loss": loss_test[t].item(), "train_loss": loss_train[i].item()})
-    columns = ["test_index", "test_text", "rank", "kind", "train_index", "train_text", "score", "test_loss",
-               "train_loss"]
-    atomic_write_text(out_dir / "influence_top.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
-    lap("write")
-    timings["total"] = round(time.perf_counter() - t0, 3)
+    window_text = lambda split, i: tokenizer.decode(splits[split][starts[split][i]: starts[split][i] + T + 1])
+    rows = ranked_rows(scores, st.top_k, window_text, starts["train"], starts["test"], loss_train, loss_test)
+    atomic_write_text(out_dir / "influence_top.csv", pd.DataFrame(rows, columns=INFLUENCE_COLUMNS).to_csv(index=False))
+    laps("write")
 
-    k = min(n_eigs, len(hess_ritz))
+    k = min(st.n_eigs, len(hess_ritz))
     result = {
         "run": run_dir.name, "model": cfg.model, "checkpoint": which,
-        "settings": {"n_train": n_train, "n_test": n_test, "n_hessian": nh, "damping": damping, "method": method,
-                     "lissa_steps": lissa_steps, "cg_steps": cg_steps, "lanczos_steps": lanczos_steps,
-                     "params": params, "top_k": top_k, "dtype": dtype, "device": device, "seed": seed,
-                     "block_size": T},
+        "settings": {**vars(st), "n_hessian": nh, "device": device, "block_size": T},
         "num_params_scored": space.dim, "param_tensors": space.names,
         "fisher_trace": fisher_diag.sum().item(),
         "fisher_top_eigenvalues": fisher_ritz.flip(0)[:k].tolist(),
@@ -582,7 +603,7 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
         "train_loss_mean": loss_train.mean().item(), "test_losses": loss_test.tolist(),
         "score_convention": "score = I(z, z_test) = -g_test^T (H + damping I)^-1 g_z; "
                             "< 0 helpful (training on z lowers the test loss), > 0 harmful",
-        "timings_s": timings,
+        "timings_s": laps.total(),
     }
     atomic_write_json(out_dir / "influence.json", result)
     return result

@@ -20,6 +20,7 @@ import pandas as pd
 
 from picollm.log import get_logger
 from picollm.runs import atomic_write_text
+from picollm.table import TABLE_NAME, read_summary_table
 
 log = get_logger()
 
@@ -301,11 +302,8 @@ def run_section(row: pd.Series, analysis_dir: Path) -> str:
 def write_report(analysis_dir: Path | str = "analysis_runs") -> Path:
     """Write <analysis_dir>/index.html from summary_cache.csv, plots/ and the per-run directories."""
     analysis_dir = Path(analysis_dir)
-    cache = analysis_dir / "summary_cache.csv"
-    try:
-        df = pd.read_csv(cache) if cache.exists() else pd.DataFrame(columns=["run"])
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame(columns=["run"])
+    cache = analysis_dir / TABLE_NAME
+    df = read_summary_table(cache)
     if "learning_rate" not in df.columns and "lr" in df.columns:
         df["learning_rate"] = df["lr"]
     if "val_loss" in df.columns:

@@ -17,12 +17,13 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from picollm.errors import CheckpointError
 from picollm.log import get_logger
+
+if TYPE_CHECKING:
+    import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -60,6 +61,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch  # imported here: the table and the summary use this module without torch
+
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -96,6 +99,8 @@ def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """torch.load(weights_only=True) with a one-line error for a missing or corrupt file."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} is missing; train the run first (main.py / batch_train.py)")

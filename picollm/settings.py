@@ -30,12 +30,15 @@ _BOUNDS = re.compile(r"^\s*([\[(])\s*(-?inf|-?[\d.e+-]+)\s*,\s*(-?inf|-?[\d.e+-]
 
 
 def setting(default: Any, help: str, *, choices: tuple | None = None, bounds: str | None = None,
-            flag: str | None = None) -> Any:
+            flag: str | None = None, kind: type | None = None) -> Any:
     """A dataclass field with its help line, allowed choices, and bounds in interval notation: "[0, 1)",
-    "(0, inf)", "[1, inf)". flag: the command-line name when it differs from the field's."""
+    "(0, inf)", "[1, inf)". flag: the command-line name when it differs from the field's. kind: the type of
+    the values when the default is None (None then means "not set": e.g. "the search space's own")."""
     if bounds is not None and not _BOUNDS.match(bounds):
         raise ValueError(f"bad bounds {bounds!r}")  # a programming error, not a user's
-    return field(default=default, metadata={"help": help, "choices": choices, "bounds": bounds, "flag": flag})
+    kind = kind or (type(default) if default is not None else None)
+    return field(default=default, metadata={"help": help, "choices": choices, "bounds": bounds, "flag": flag,
+                                            "kind": kind})
 
 
 def flag_name(f: Field) -> str:
@@ -71,7 +74,7 @@ def check_value(f: Field, value: Any) -> None:
     setting that does not apply, e.g. one the model family ignores)."""
     if value is None:
         return
-    kind = type(f.default) if f.default is not MISSING and f.default is not None else None
+    kind = f.metadata.get("kind")
     bounds = f.metadata.get("bounds")
     name = flag_name(f)
     if kind is float:
@@ -109,12 +112,14 @@ def add_settings_args(parser: argparse.ArgumentParser | Any, cls: type, exclude:
         if f.name in exclude or not f.metadata.get("help"):
             continue
         default = f.default if f.default is not MISSING else None
+        shown = "" if default is None else f" (default: {default})"
         kwargs: dict[str, Any] = {"default": None if override else default, "dest": _dest(f),
-                                  "help": f"{f.metadata['help']} (default: {default})"}
-        if isinstance(default, bool):
+                                  "help": f"{f.metadata['help']}{shown}"}
+        kind = f.metadata.get("kind") or str
+        if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = type(default) if default is not None else str
+            kwargs["type"] = kind
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
             else:

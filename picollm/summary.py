@@ -32,6 +32,7 @@ import pandas as pd  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 from picollm.log import get_logger  # noqa: E402
 from picollm.report import write_report  # noqa: E402
+from picollm.table import SUMMARY_COLUMNS, SUMMARY_TEXT_COLUMNS, TABLE_NAME, read_summary_table  # noqa: E402
 
 log = get_logger()
 
@@ -79,7 +80,6 @@ class Skip(Exception):
 # --------------------------------------------------------------------------------------------------
 def load_summary(analysis_dir: Path | str) -> pd.DataFrame:
     """summary_cache.csv as a frame, checked row by row; a one-line PicoError when it is bad or holds no runs."""
-    from picollm.analysis import TABLE_NAME, read_summary_table  # brings torch: only pay for it when reading
 
     path = Path(analysis_dir) / TABLE_NAME
     if not path.exists():
@@ -95,7 +95,6 @@ def load_summary(analysis_dir: Path | str) -> pd.DataFrame:
 def check_summary_inputs(analysis_dir: Path | str, formula: str | None = None) -> None:
     """What summarize will be given, checked before the stages ahead of it (training, analysis) start: a user
     formula, and the table in analysis_dir when one is there already (the analysis adds rows to it)."""
-    from picollm.analysis import TABLE_NAME, read_summary_table
 
     if formula:
         check_formula(formula)
@@ -283,7 +282,6 @@ def _formula_names(code: str) -> list[str]:
 
 def _stand_in_table(rows: int = 6) -> pd.DataFrame:
     """A few rows of summary_cache.csv's types: numbers, and the real levels of the text settings and families."""
-    from picollm.analysis import SUMMARY_COLUMNS, SUMMARY_TEXT_COLUMNS
     from picollm.config import RunConfig
     from picollm.models import FAMILIES
 
@@ -308,7 +306,6 @@ def check_formula(formula: str) -> None:
     import statsmodels.formula.api as smf
     from patsy import ModelDesc, PatsyError
 
-    from picollm.analysis import SUMMARY_COLUMNS, SUMMARY_TEXT_COLUMNS
 
     lhs, _ = split_formula(formula)
     if not lhs:
@@ -648,7 +645,7 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
     formula = formula or DEFAULT_FORMULA
     df = load_summary(analysis_dir)
     out = analysis_dir / "plots"
-    stamp = hashlib.sha256((analysis_dir / "summary_cache.csv").read_bytes() + formula.encode()).hexdigest()
+    stamp = hashlib.sha256((analysis_dir / TABLE_NAME).read_bytes() + formula.encode()).hexdigest()
     if skip_unchanged and (out / STAMP).exists() and (out / STAMP).read_text() == stamp:
         log.info(f"plots in {out} are up to date with summary_cache.csv; nothing to draw")
         written = sorted(p for p in out.iterdir() if p.name != STAMP)

@@ -20,21 +20,14 @@ from conftest import toy_sentences
 
 import picollm.analysis as analysis
 from picollm import resources
-from picollm.analysis import (
-    GENERATION_COLUMNS,
-    STRATEGIES,
-    SUMMARY_COLUMNS,
-    analyze_all,
-    frequency_buckets,
-    read_summary_table,
-    update_summary_table,
-)
+from picollm.analysis import GENERATION_COLUMNS, STRATEGIES, analyze_all, frequency_buckets
 from picollm.config import RunConfig
 from picollm.data import prepare_data
 from picollm.errors import CheckpointError
 from picollm.evaluate import evaluate
 from picollm.log import get_logger
 from picollm.runs import load_run
+from picollm.table import SUMMARY_COLUMNS, read_summary_table, update_summary_table
 from picollm.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,7 +309,6 @@ def test_concurrent_writers_do_not_lose_rows(tmp_path):
     path = tmp_path / "summary_cache.csv"
     script = textwrap.dedent("""
         import sys
-        from picollm.analysis import update_summary_table
         tag = sys.argv[1]
         for i in range(25):
             update_summary_table(sys.argv[2], [{"run": f"{tag}-{i:02d}", "params": i, "test_loss": 0.5 * i}])
