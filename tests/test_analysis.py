@@ -27,7 +27,7 @@ from picollm.errors import CheckpointError
 from picollm.evaluate import evaluate
 from picollm.log import get_logger
 from picollm.runs import load_run
-from picollm.table import SUMMARY_COLUMNS, read_summary_table, update_summary_table
+from picollm.table import SUMMARY_COLUMNS, TIMING_COLUMNS, read_summary_table, update_summary_table
 from picollm.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_table_schema_skip_existing_and_new_runs(base, trained, tmp_path):
     third = analyze_all(ck, out, workers=1, **FAST)
     assert sorted(third.attrs["tally"]["analyzed"]) == sorted([stale.name, new.name])
     assert list(third["run"]) == sorted(names + [new.name])
-    kept = [c for c in SUMMARY_COLUMNS if c not in analysis.TIMING_COLUMNS and c != "run_dir"]  # a copy
+    kept = [c for c in SUMMARY_COLUMNS if c not in TIMING_COLUMNS and c != "run_dir"]  # a copy
     pd.testing.assert_frame_equal(third[third["run"] != new.name][kept].reset_index(drop=True), first[kept])
 
     (out / "summary_cache.csv").unlink()  # a lost table is rebuilt from the summaries, without re-analysis
@@ -181,7 +181,7 @@ def test_two_workers_give_the_same_table_and_generations(base, tmp_path):
     ck, out1, one = base
     two = analyze_all(ck, tmp_path / "w2", workers=2, **FAST)
     assert sorted(two.attrs["tally"]["analyzed"]) == sorted(one["run"]) and not two.attrs["tally"]["failed"]
-    timing = list(analysis.TIMING_COLUMNS)
+    timing = list(TIMING_COLUMNS)
     pd.testing.assert_frame_equal(one.drop(columns=timing), two.drop(columns=timing), check_exact=False, rtol=1e-6)
     for run in one["run"]:
         g1 = pd.read_csv(out1 / run / "generations.csv")
@@ -309,6 +309,7 @@ def test_concurrent_writers_do_not_lose_rows(tmp_path):
     path = tmp_path / "summary_cache.csv"
     script = textwrap.dedent("""
         import sys
+        from picollm.table import update_summary_table
         tag = sys.argv[1]
         for i in range(25):
             update_summary_table(sys.argv[2], [{"run": f"{tag}-{i:02d}", "params": i, "test_loss": 0.5 * i}])
