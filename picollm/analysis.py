@@ -44,8 +44,9 @@ from picollm.table import (
     CONFIG_COLUMNS,
     SUMMARY_COLUMNS,
     TABLE_NAME,
+    export_table,
     read_summary_table,
-    update_summary_table,
+    upsert_rows,
 )
 
 log = get_logger()
@@ -323,7 +324,7 @@ def _analyze_job(run_dir: Path, out_root: Path, device: str, threads: int, max_n
     start = time.perf_counter()
     try:
         summary = analyze_run(run_dir, out_root, device=device, max_new_tokens=max_new_tokens)
-        update_summary_table(out_root / TABLE_NAME, [summary["row"]])
+        upsert_rows(out_root, [summary["row"]])
     except PicoError as e:
         return run_dir.name, "error", str(e)
     except Exception as e:  # a bug in one run's analysis must not stop the others
@@ -379,7 +380,7 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
                 restore.append(read_json(out_root / run_dir.name / "summary.json")["row"])
         else:
             todo.append(run_dir)
-    update_summary_table(table_path, restore)
+    upsert_rows(out_root, restore)  # also creates the database (importing an older csv) before workers start
     n_jobs = max(1, min(workers, len(todo)))
     if device.startswith("cpu") and n_jobs > resources.cpu_cores():
         n_jobs, note = resources.cap_workers(workers)
@@ -415,6 +416,7 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     log.info(f"analysis: {len(tally['analyzed'])} analysed, {len(tally['up_to_date'])} up to date, "
              f"{len(tally['skipped'])} skipped (unfinished), {len(tally['failed'])} failed"
              + (f" ({', '.join(sorted(tally['failed']))})" if tally["failed"] else "") + f"; table {table_path}")
+    export_table(out_root)
     table = read_summary_table(table_path)
     table.attrs["tally"] = tally
     return table

@@ -1,0 +1,47 @@
+import pandas as pd
+
+from picollm.table import DB_NAME, SUMMARY_COLUMNS, TABLE_NAME, export_table, read_summary_table, upsert_rows
+
+
+def row(run: str, **values) -> dict:
+    return {"run": run, "model": "lstm", "val_loss": 2.0, **values}
+
+
+def test_rows_are_upserted_and_the_export_depends_only_on_the_set_of_rows(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for r in (row("x", val_loss=1.5), row("y"), row("x", val_loss=1.25)):
+        upsert_rows(a, [r])
+    upsert_rows(b, [row("y")])
+    upsert_rows(b, [row("x", val_loss=1.25)])
+    assert export_table(a).read_text() == export_table(b).read_text()
+    table = read_summary_table(a / TABLE_NAME)
+    assert list(table.columns) == SUMMARY_COLUMNS and list(table["run"]) == ["x", "y"]
+    assert table["val_loss"].tolist() == [1.25, 2.0]
+
+
+def test_an_older_csv_is_imported_with_its_cells_as_written(tmp_path):
+    old = pd.DataFrame([{"run": "old-run", "model": "transformer", "val_loss": "1.2345678901234567"}])
+    old.reindex(columns=SUMMARY_COLUMNS).to_csv(tmp_path / TABLE_NAME, index=False)
+    upsert_rows(tmp_path, [row("new-run")])
+    assert (tmp_path / DB_NAME).exists()
+    text = export_table(tmp_path).read_text()
+    assert "1.2345678901234567" in text
+    assert list(read_summary_table(tmp_path / TABLE_NAME)["run"]) == ["new-run", "old-run"]
+
+
+def test_the_database_is_the_truth_when_the_csv_is_lost(tmp_path):
+    upsert_rows(tmp_path, [row("x"), row("y")])
+    assert not (tmp_path / TABLE_NAME).exists()  # not exported yet: the rows are still there
+    assert list(read_summary_table(tmp_path / TABLE_NAME)["run"]) == ["x", "y"]
+    export_table(tmp_path)
+    (tmp_path / TABLE_NAME).unlink()
+    assert export_table(tmp_path).exists()
+
+
+def test_a_deleted_and_recreated_database_is_reopened(tmp_path):
+    upsert_rows(tmp_path, [row("x")])
+    (tmp_path / DB_NAME).unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / (DB_NAME + suffix)).unlink(missing_ok=True)
+    upsert_rows(tmp_path, [row("y")])
+    assert list(read_summary_table(tmp_path / TABLE_NAME)["run"]) == ["y"]
