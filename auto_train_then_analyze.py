@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = {}
     # what the analysis and the summary will be given is checked now: found after the training, a mistake costs it
     DecodeConfig(max_new_tokens=args.max_new_tokens)
-    check_summary_inputs(args.analysis_dir, args.formula)
+    check_summary_inputs(args.analysis_dir, args.formula, args.color_by)
 
     # 1. training (train_batch logs to <log_dir>/<timestamp>-batch.log itself)
     t = time.perf_counter()
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     # 3. summary plots and the report
     summary_log = setup_logging("summary", args.log_dir)
     t = time.perf_counter()
-    result = summarize(args.analysis_dir, formula=args.formula, skip_unchanged=args.skip_existing)
+    result = summarize(args.analysis_dir, formula=args.formula, skip_unchanged=args.skip_existing,
+                       color_by=args.color_by)
     timings["summary"] = time.perf_counter() - t
 
     lines, learned = learning_check(table, runs)

@@ -3,6 +3,7 @@
 
     python total_summary_analysis.py
     python total_summary_analysis.py --analysis_dir analysis_runs --formula "val_loss ~ np.log(params) + C(model)"
+    python total_summary_analysis.py --color_by embed          # colour the learning-curve overlays by embed
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     add_summary_args(parser)
     args = parser.parse_args(argv)
     log_path = setup_logging("summary")
-    result = summarize(args.analysis_dir, formula=args.formula)
+    result = summarize(args.analysis_dir, formula=args.formula, color_by=args.color_by)
     print(f"\n{len(result['written'])} file(s) in {args.analysis_dir}/plots, {len(result['skipped'])} skipped "
           f"(see plots/skipped.txt); log in {log_path}")
     print(f"report: {result['report'].resolve()}")

@@ -38,7 +38,14 @@ from picollm.generate import (
     generate,
 )
 from picollm.log import get_logger
-from picollm.runs import atomic_write_json, atomic_write_text, read_json, read_metrics, read_status
+from picollm.runs import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_metrics,
+    read_status,
+    read_train_log,
+)
 from picollm.table import (
     BUCKETS,
     CONFIG_COLUMNS,
@@ -164,22 +171,35 @@ def _encoded_splits(corpus: str, tokenizer) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------------
 # curves
 # --------------------------------------------------------------------------------------------------
-def plot_metrics(metrics: pd.DataFrame, path: Path, title: str) -> None:
-    """metrics_curve.png: loss, perplexity, accuracy, learning rate, gradient and weight norms against step."""
+def _log_every(train_log: pd.DataFrame) -> int:
+    steps = train_log["step"].diff().dropna()
+    return int(steps.mode().iloc[0]) if len(steps) else 1
+
+
+def plot_metrics(metrics: pd.DataFrame, path: Path, title: str, train_log: pd.DataFrame | None = None) -> None:
+    """metrics_curve.png: loss, perplexity, accuracy, learning rate, gradient and weight norms against step.
+
+    With the run's train_log.csv, the training loss and the learning rate are drawn every log_interval steps
+    (the warmup and the decay as they were), not only at the evaluations."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend, safe in workers
 
     from picollm.runs import atomic_write
 
     trained = metrics[metrics["step"] > 0]
+    if train_log is not None:
+        fine_loss = ("train_loss", f"train (mean of every {_log_every(train_log)} steps)", train_log)
+        fine_lr = ("learning_rate", "lr", train_log)
+    else:
+        fine_loss = ("avg_loss", "train (mean since last eval)", trained)
+        fine_lr = ("learning_rate", "lr", metrics)
     fig = Figure(figsize=(15, 8.5))
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.9, wspace=0.3, hspace=0.35)  # cheaper than
     axes = fig.subplots(2, 3).flatten()  # a layout engine, which measures every label
     panels = [
-        ("Loss", "cross-entropy (nats / token)", [("avg_loss", "train (mean since last eval)", trained),
-                                                   ("val_loss", "validation", metrics)], "linear"),
+        ("Loss", "cross-entropy (nats / token)", [fine_loss, ("val_loss", "validation", metrics)], "linear"),
         ("Validation perplexity", "perplexity (exp of nats / token)", [("perplexity", "validation", metrics)], "log"),
         ("Next-token accuracy", "accuracy (fraction of tokens)", [("token_accuracy", "validation", metrics)], "linear"),
-        ("Learning rate", "learning rate (per step)", [("learning_rate", "AdamW lr", metrics)], "linear"),
+        ("Learning rate", "learning rate (per step)", [fine_lr], "linear"),
         ("Gradient norm", "global L2 norm of gradients", [("grad_norm_preclip", "before clipping", trained),
                                                          ("grad_norm_postclip", "after clipping", trained)], "log"),
         ("Weight norm", "global L2 norm of parameters", [("weight_norm", "all parameters", metrics)], "linear"),
@@ -187,7 +207,7 @@ def plot_metrics(metrics: pd.DataFrame, path: Path, title: str) -> None:
     for ax, (name, ylabel, series, scale) in zip(axes, panels):
         for column, label, frame in series:
             values = pd.to_numeric(frame[column], errors="coerce")
-            ax.plot(frame["step"], values, marker="o", markersize=3, label=label)
+            ax.plot(frame["step"], values, marker="o" if frame is not train_log else None, markersize=3, label=label)
         ax.set_title(name)
         ax.set_xlabel("optimisation step")
         ax.set_ylabel(ylabel)
@@ -272,7 +292,8 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     else:
         log.warning(f"{run_dir.name}: no last.pt; generations from best.pt only")
     write_generations(out_dir, rows)
-    plot_metrics(metrics, out_dir / "metrics_curve.png", f"{run_dir.name} ({config.get('num_params', '?')} params)")
+    plot_metrics(metrics, out_dir / "metrics_curve.png", f"{run_dir.name} ({config.get('num_params', '?')} params)",
+                 read_train_log(run_dir))
 
     analyzed_at = time.strftime("%Y-%m-%dT%H:%M:%S")
     row = summary_row(run_dir, config, status, metrics, checkpoints["best"], test, analyzed_at)

@@ -46,7 +46,6 @@ import tempfile
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import wait as wait_any
@@ -61,8 +60,18 @@ from picollm.config import RunConfig
 from picollm.errors import ConfigError, PicoError
 from picollm.log import capture_records, get_logger, replay_records, setup_logging
 from picollm.runs import FINISHED, atomic_write_json, read_metrics, read_status, run_summary, write_status
-from picollm.search import PRESETS, SAMPLERS, halving_schedule, load_space, rung_budget, sample
+from picollm.search import (
+    OPTUNA_SAMPLERS,
+    PRESETS,
+    SAMPLERS,
+    Space,
+    halving_schedule,
+    load_space,
+    rung_budget,
+    sample,
+)
 from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
+from picollm.tuning import OBJECTIVES, PRUNERS, StudyRunner, check_settings, open_study, parse_objectives
 
 log = get_logger()
 
@@ -106,11 +115,15 @@ class BatchSettings:
                                          bounds="(0, inf)", kind=float)
     runs_per_gpu: int | None = setting(None, "runs that share each GPU (local: K workers per GPU; Ray: 1/K GPU)",
                                        bounds="[1, inf)", kind=int)
+    pruner: str = setting("none", "Optuna samplers: stop runs early from their validation curves", choices=PRUNERS)
+    objectives: str = setting("val_loss", f"Optuna samplers: what to minimise, a comma list of {', '.join(OBJECTIVES)} "
+                              "(two or more: multi-objective, e.g. with --sampler nsga2)")
 
     def __post_init__(self) -> None:
         validate_settings(self)
         if self.address and self.backend != "ray":
             raise ConfigError("--address joins a Ray cluster: add --backend ray")
+        parse_objectives(self.objectives)
 
 
 def add_batch_args(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +153,8 @@ class Job:
     stage: str = "train"
     fresh: bool = False
     """retrain from scratch (--no-skip_existing): an existing run directory is moved aside first"""
+    trial: dict[str, Any] | None = None
+    """the Optuna trial the run reports its evaluations to, for pruning (picollm.tuning.pruning_callback)"""
 
 
 @dataclass
@@ -197,11 +212,13 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False) -> dict[str, Any]:
+def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False,
+            trial: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one config (in a worker process or a Ray task); never raises: errors come back as 'failed'.
 
     fresh: move an existing run directory aside, retrain, and delete the old one only once the new one has
-    trained without failing (a failed retrain keeps it, and says where).
+    trained without failing (a failed retrain keeps it, and says where). trial: report every evaluation to
+    this Optuna trial, and stop the run (status 'stopped') when its pruner says so.
     """
     from picollm.train import train_run  # imported here: the parent process never needs the trainer
 
@@ -212,7 +229,12 @@ def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bo
         run_dir = Path(cfg.out_dir) / cfg.run_name()
         if fresh and run_dir.exists():
             old = move_aside(run_dir)
-        train_run(cfg, stop_at_step=stop_at_step)
+        on_evaluation = None
+        if trial:
+            from picollm.tuning import pruning_callback
+
+            on_evaluation = pruning_callback(trial)
+        train_run(cfg, stop_at_step=stop_at_step, on_evaluation=on_evaluation)
         status = read_status(run_dir)
         result = {"status": status["status"], "reason": status.get("reason", "")}
     except PicoError as e:
@@ -228,11 +250,12 @@ def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bo
     return result
 
 
-def run_job_logged(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False) -> dict[str, Any]:
+def run_job_logged(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False,
+                   trial: dict[str, Any] | None = None) -> dict[str, Any]:
     """run_job for a Ray task, returning the run's log records under "log" too: a task's logging stays in
     its own process, possibly on another node, so the batch replays them into its log."""
     with capture_records() as records:
-        result = run_job(cfg_dict, stop_at_step, fresh)
+        result = run_job(cfg_dict, stop_at_step, fresh, trial)
     return {**result, "log": records, "host": socket.gethostname()}
 
 
@@ -296,12 +319,12 @@ def _worker_main(slot: int, device: str | None, threads: int, log_path: str | No
             return
         if message is None:
             return
-        job_id, cfg_dict, stop_at_step, fresh = message
+        job_id, cfg_dict, stop_at_step, fresh, trial = message
         if device and str(cfg_dict.get("device", "")).startswith("cuda"):
             cfg_dict = {**cfg_dict, "device": device}  # GPU packing: this slot's GPU
         if cfg_dict.get("threads"):
             torch.set_num_threads(cfg_dict["threads"])
-        conn.send((job_id, fn(cfg_dict, stop_at_step, fresh)))
+        conn.send((job_id, fn(cfg_dict, stop_at_step, fresh, **({"trial": trial} if trial else {}))))
 
 
 def worker_context() -> mp.context.BaseContext:
@@ -344,18 +367,20 @@ class LocalPool:
         self.slots[slot] = (proc, parent_conn)
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
-        queue = deque(range(len(jobs)))
+        """Yield (job, result) as each job finishes. jobs may grow while the results are consumed (an
+        ask-and-tell sampler appends the next trial's job as each result comes back)."""
+        sent = 0
         busy: dict[int, int] = {}  # slot -> job index
-        while queue or busy:
+        while sent < len(jobs) or busy:
             for slot in range(len(self.slots)):
-                if queue and slot not in busy:
+                if sent < len(jobs) and slot not in busy:
                     if self.slots[slot] is None or not self.slots[slot][0].is_alive():
                         self._start(slot)
-                    i = queue.popleft()
+                    i, sent = sent, sent + 1
                     cfg = jobs[i].cfg.to_dict()
                     if not cfg.get("threads"):
                         cfg["threads"] = self.threads or resources.threads_per_process(len(self.slots), self.job)
-                    self.slots[slot][1].send((i, cfg, jobs[i].stop_at_step, jobs[i].fresh))
+                    self.slots[slot][1].send((i, cfg, jobs[i].stop_at_step, jobs[i].fresh, jobs[i].trial))
                     busy[slot] = i
             handles = {}
             for slot in busy:
@@ -472,8 +497,15 @@ class RayPool:
         self.task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=1)(run_job_logged)
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
-        pending = {self.task.remote(j.cfg.to_dict(), j.stop_at_step, j.fresh): j for j in jobs}
-        while pending:
+        """As LocalPool.run (jobs may grow while the results are consumed)."""
+        pending: dict[Any, Job] = {}
+        sent = 0
+        while True:
+            for job in jobs[sent:]:
+                pending[self.task.remote(job.cfg.to_dict(), job.stop_at_step, job.fresh, job.trial)] = job
+            sent = len(jobs)
+            if not pending:
+                return
             ready, _ = self.ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
             try:
@@ -756,17 +788,74 @@ def print_plan(configs: list[RunConfig], out_dir: Path, description: str) -> lis
     return outcomes
 
 
+def run_study(runner: _BatchRunner, study: StudyRunner, n_runs: int, workers: int) -> list[RunConfig]:
+    """Ask-and-tell: keep `workers` trials training, tell each result as it comes, until n_runs distinct
+    configs have a trial (trials a killed batch left running first). Returns the configs trained."""
+    jobs: list[Job] = []
+    trials: list = []
+
+    def add(t) -> None:
+        runner.register(t.cfg, f"trial {t.trial.number}")
+        study.waiting.setdefault(t.cfg.fingerprint(), [])
+        for tmp in (runner.out_dir / t.cfg.run_name()).glob(".*.tmp"):  # left by a worker killed mid-write
+            tmp.unlink(missing_ok=True)
+        jobs.append(Job(t.cfg, stage=f"trial {t.trial.number}", trial=study.job_info(t)))
+        trials.append(t)
+
+    def fill(in_flight: int) -> None:
+        while in_flight < workers and study.distinct() < n_runs and (t := study.ask()) is not None:
+            add(t)
+            in_flight += 1
+
+    for t in study.unfinished():
+        add(t)
+    fill(len(jobs))
+    done = 0
+    for job, result in runner.pool.run(jobs):
+        if result["status"] == "failed":
+            mark_dead_run(runner.out_dir / job.cfg.run_name(), result.get("reason", ""))
+        o = runner.record(job.cfg, job.stage, result["status"], result.get("reason", ""), result.get("seconds", 0.0))
+        study.finish(trials[jobs.index(job)])
+        done += 1
+        loss = f" val {o.val_loss:.4f}" if o.val_loss is not None else ""
+        log.info(f"[{study.distinct()}/{n_runs}] {o.run} {job.stage}: {o.outcome}{loss} ({o.seconds:.1f} s) {o.reason}")
+        fill(len(jobs) - done)
+    return [t.cfg for t in trials]
+
+
 def _run_stages(runner: _BatchRunner, configs: list[RunConfig], sampler: str, eta: int, fresh: bool,
-                epochs_more: float, max_steps: int | None) -> None:
-    for cfg in configs:
-        runner.register(cfg, "planned")
-    runner.write_manifest()
-    if sampler == "halving":
+                epochs_more: float, max_steps: int | None, study: tuple[StudyRunner, int, int] | None) -> None:
+    if study:
+        configs = run_study(runner, *study)
+    else:
+        for cfg in configs:
+            runner.register(cfg, "planned")
+        runner.write_manifest()
+    if study:
+        pass
+    elif sampler == "halving":
         run_halving(runner, configs, eta, fresh=fresh)
     else:
         runner.execute([Job(c, fresh=fresh) for c in configs])
     if epochs_more:
         run_continue_best(runner, configs, epochs_more, max_steps)
+
+
+def _sampled_configs(st: BatchSettings, sp: Space, sampler: str, n_runs: int, out_dir: Path) -> list[RunConfig]:
+    """The configs the batch trains (an Optuna sampler picks them as results come in: then a random sample of
+    the space stands in for the plan), capped and placed in out_dir; bad sampler settings are errors here."""
+    tuned = sampler in OPTUNA_SAMPLERS
+    if tuned:
+        check_settings(sampler, st.pruner, parse_objectives(st.objectives))
+    elif st.pruner != "none" or st.objectives != "val_loss":
+        raise ConfigError(f"--pruner and --objectives go with an Optuna sampler ({', '.join(OPTUNA_SAMPLERS)}); "
+                          f"the sampler here is {sampler}")
+    configs = sample(sp, "random" if tuned else sampler, n_runs if tuned else st.n_runs, st.seed)
+    if st.max_steps:
+        configs = cap_steps(configs, st.max_steps)
+    if sampler == "halving":
+        halving_schedule(len(configs), st.eta or sp.eta)  # validates eta
+    return [c.replace(out_dir=str(out_dir), progress=False) for c in configs]
 
 
 def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, **settings: Any) -> BatchReport:
@@ -781,25 +870,22 @@ def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, *
     if backend == "ray" and not st.dry_run:
         import_ray()  # fail before sampling, not after
     out_dir = Path(st.out_dir)
-    sp = load_space(st.preset, st.space)
     fixed = dict(overrides or {})
     if st.device:
         fixed["device"] = st.device
-    sp = sp.with_overrides(fixed)
-    sampler = st.sampler or sp.sampler
-    eta = st.eta or sp.eta
+    sp = load_space(st.preset, st.space).with_overrides(fixed)
+    sampler, eta = st.sampler or sp.sampler, st.eta or sp.eta
     epochs_more = sp.continue_best if st.continue_best is None else st.continue_best
-    configs = sample(sp, sampler, st.n_runs, st.seed)
-    if max_steps:
-        configs = cap_steps(configs, max_steps)
-    configs = [c.replace(out_dir=str(out_dir), progress=False) for c in configs]
-    if sampler == "halving":
-        halving_schedule(len(configs), eta)  # validates eta
+    tuned = sampler in OPTUNA_SAMPLERS
+    n_runs = st.n_runs or sp.n_runs or 16
+    configs = _sampled_configs(st, sp, sampler, n_runs, out_dir)
     res = plan_resources(configs, backend, st.workers, st.runs_per_gpu, st.gpus_per_run, fixed.get("threads"),
                          address)
     if st.dry_run:
         for note in res.notes:
             print(f"warning: {note}", file=sys.stderr)
+        if tuned:
+            print(f"--sampler {sampler} chooses {n_runs} configs as results come in; a random sample of the space:")
         return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": ")))
 
     # Ray is joined before anything is written: a cluster this machine cannot join is a user mistake
@@ -816,9 +902,18 @@ def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, *
     fixed_threads = backend == "ray" or bool(fixed.get("threads"))  # Ray's: the CPUs it reserves per task
     if fixed_threads:
         configs = [c.replace(threads=res.threads) for c in configs]
+
+    def prepare(cfg: RunConfig) -> RunConfig:  # what the batch does to every sampled config, for Optuna's
+        cfg = (cap_steps([cfg], max_steps)[0] if max_steps else cfg).replace(out_dir=str(out_dir), progress=False)
+        return cfg.replace(threads=res.threads) if fixed_threads else cfg
+
+    study = None
+    if tuned:
+        study = (open_study(out_dir, sp, sampler, st.seed, st.pruner, parse_objectives(st.objectives), prepare),
+                 n_runs, res.workers)
     manifest_path = _manifest_path(log_path)
     header = {"space": sp.name, "description": sp.description, "sampler": sampler, "seed": st.seed,
-              "n_runs": len(configs), "eta": eta if sampler == "halving" else None, "max_steps_cap": max_steps,
+              "n_runs": n_runs if tuned else len(configs), "pruner": st.pruner, "objectives": st.objectives, "eta": eta if sampler == "halving" else None, "max_steps_cap": max_steps,
               "skip_existing": st.skip_existing, "continue_best": epochs_more, "overrides": fixed, "backend": backend,
               "address": address, "resources": asdict(res), "out_dir": str(out_dir), "log": str(log_path),
               "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -832,7 +927,7 @@ def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, *
         pool = pool or LocalPool(res.workers, fixed.get("threads") or 0, res.devices, log_path, job=job)
         runner = _BatchRunner(pool, out_dir, manifest_path, header)
         try:
-            _run_stages(runner, configs, sampler, eta, not st.skip_existing, epochs_more, max_steps)
+            _run_stages(runner, configs, sampler, eta, not st.skip_existing, epochs_more, max_steps, study)
         finally:
             pool.close()
             lock.release()

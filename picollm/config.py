@@ -42,15 +42,36 @@ class RunConfig:
     norm: bool = setting(True, "LayerNorm in the K-gram MLP / on the LSTM outputs")
     dropout: float = setting(0.0, "dropout probability", bounds="[0, 1)")
     tie_weights: bool = setting(True, "share the input embedding and the output projection")
-    positional: str = setting("learned", "transformer position encoding", choices=("learned", "rotary"))
+    positional: str = setting("rotary", "transformer position encoding (learned: nanoGPT's)", choices=("learned", "rotary"))
     xlstm_ratio: str = setting("1:1", "xLSTM[a:b]: a mLSTM blocks for every b sLSTM blocks")
+    qk_norm: bool = setting(True, "transformer: RMS-normalise queries and keys before attention")
+    mlp_activation: str = setting("gelu", "transformer MLP activation (relu2 = relu(x)**2)", choices=("gelu", "relu2"))
+    zero_init_proj: bool = setting(False, "transformer: zero-initialise the residual output projections (and an "
+                                          "untied head)")
+    init_range: float = setting(0.0, "lstm: initialise every parameter uniform(-r, r) (0 = the family's default "
+                                     "init)", bounds="[0, inf)")
     # --- optimisation -----------------------------------------------------------------------------
-    lr: float = setting(1e-3, "peak learning rate (AdamW)", bounds="(0, inf)")
-    min_lr_ratio: float = setting(0.1, "cosine schedule floor, as a fraction of lr", bounds="[0, 1]")
-    weight_decay: float = setting(0.01, "AdamW weight decay on matrices (0 = Adam)", bounds="[0, inf)")
+    optimizer: str = setting("auto", "adamw; muon (hidden matrices on Muon at --muon_lr, the rest on AdamW at "
+                             "--lr); sgd (plain SGD, --momentum); auto = the family's recipe (muon for the lstm and "
+                             "transformer, adamw for the others)", choices=("auto", "adamw", "muon", "sgd"))
+    lr: float = setting(1e-3, "peak learning rate (AdamW, SGD; with muon, of the AdamW-trained parameters)",
+                        bounds="(0, inf)")
+    muon_lr: float = setting(0.02, "muon: peak learning rate of the hidden matrices", bounds="(0, inf)")
+    momentum: float = setting(0.0, "sgd: momentum (0 = plain SGD)", bounds="[0, 1)")
+    min_lr_ratio: float = setting(0.1, "cosine / wsd schedule floor, as a fraction of lr", bounds="[0, 1]")
+    weight_decay: float = setting(0.01, "weight decay on matrices and embeddings (AdamW, Muon: decoupled; SGD: L2)",
+                                  bounds="[0, inf)")
     beta1: float = setting(0.9, "AdamW beta1", bounds="[0, 1)")
     beta2: float = setting(0.99, "AdamW beta2", bounds="[0, 1)")
-    schedule: str = setting("cosine", "learning-rate schedule after warmup", choices=("cosine", "constant", "plateau"))
+    schedule: str = setting("auto", "learning-rate schedule after warmup; wsd = warmup-stable-decay (linear "
+                            "decay to the floor over the last --decay_frac of the steps); step = x --lr_decay per "
+                            "epoch after --decay_start_epoch; auto = the family's recipe (wsd for the lstm and "
+                            "transformer, cosine for the others)",
+                            choices=("auto", "cosine", "constant", "plateau", "wsd", "step"))
+    decay_frac: float = setting(0.4, "wsd: share of the run's steps spent decaying", bounds="(0, 1]")
+    decay_start_epoch: int = setting(4, "step: epochs trained at the full rate before decaying", bounds="[0, inf)")
+    lr_decay: float = setting(0.5, "step: multiply the rate by this every epoch after --decay_start_epoch",
+                              bounds="(0, 1]")
     warmup_steps: int = setting(50, "linear warmup steps", bounds="[0, inf)")
     plateau_factor: float = setting(0.5, "plateau schedule: multiply lr by this when val loss stalls", bounds="(0, 1]")
     plateau_patience: int = setting(2, "plateau schedule: evaluations without improvement before decaying",
@@ -72,6 +93,8 @@ class RunConfig:
     out_dir: str = setting("checkpoints", "root directory of run directories")
     threads: int = setting(0, "torch CPU threads (0 = torch default)", bounds="[0, inf)")
     progress: bool = setting(True, "show a tqdm progress bar")
+    log_interval: int = setting(10, "write the training loss and learning rate every N steps (train_log.csv)",
+                                bounds="[1, inf)")
 
     def __post_init__(self) -> None:
         # lr=1 and lr=1.0 are the same setting: make float fields floats so they fingerprint alike
@@ -112,9 +135,13 @@ class RunConfig:
     def resolved(self) -> RunConfig:
         """Make 'auto' choices concrete and blank out settings that the model family ignores."""
         from picollm.data import default_tokenizer
-        from picollm.models import family_fields
+        from picollm.models import family_fields, family_recipe
 
         changes: dict[str, Any] = {}
+        recipe = family_recipe(self.model)
+        optimizer = recipe["optimizer"] if self.optimizer == "auto" else self.optimizer
+        schedule = recipe["schedule"] if self.schedule == "auto" else self.schedule
+        changes.update(optimizer=optimizer, schedule=schedule)
         if self.tokenizer == "auto":
             changes["tokenizer"] = default_tokenizer(self.corpus)
         tokenizer = changes.get("tokenizer", self.tokenizer)
@@ -125,18 +152,31 @@ class RunConfig:
         used = family_fields(self.model)
         for name in MODEL_FIELDS - used:
             changes[name] = None
-        if self.schedule != "plateau":
+        if schedule != "plateau":
             changes["plateau_factor"] = None
             changes["plateau_patience"] = None
-        if self.schedule == "constant":
+        if schedule in ("constant", "step"):
             changes["min_lr_ratio"] = None
+        if schedule != "wsd":
+            changes["decay_frac"] = None
+        if schedule != "step":
+            changes["decay_start_epoch"] = None
+            changes["lr_decay"] = None
+        if optimizer != "muon":
+            changes["muon_lr"] = None
+        if optimizer != "sgd":
+            changes["momentum"] = None
+        else:  # SGD has no moment estimates
+            changes["beta1"] = None
+            changes["beta2"] = None
         if self.epochs > 0:
             changes["max_steps"] = None
         return dataclasses.replace(self, **changes)
 
     def fingerprint_dict(self) -> dict[str, Any]:
         d = self.resolved().to_dict()
-        return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS and v is not None}
+        return {k: v for k, v in d.items()
+                if k not in RUNTIME_FIELDS and v is not None and not (k in OMITTED_AT and v == OMITTED_AT[k])}
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the canonical JSON of every result-changing setting."""
@@ -154,8 +194,16 @@ class RunConfig:
 
 
 MODEL_FIELDS = frozenset({"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
-                          "dropout", "tie_weights", "positional", "xlstm_ratio"})
-RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress"})
+                          "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "mlp_activation",
+                          "zero_init_proj", "init_range"})
+#: Settings added after run directories already existed, each with the value that trains exactly as the code
+#: did before it existed. A setting at that value is left out of the fingerprint, so every run trained
+#: before the setting was added keeps its directory name; any other value (whatever the field's default is
+#: now) is fingerprinted. Never change a value here; a new setting that applies only under a new option
+#: (muon_lr, momentum, decay_frac, ...) is blanked by resolved() otherwise and needs no entry.
+OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "mlp_activation": "gelu",
+                              "zero_init_proj": False, "init_range": 0.0}
+RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress", "log_interval"})
 RECURRENT_FAMILIES = frozenset({"lstm", "xlstm"})
 #: keys that config.json carries besides the settings themselves
 BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "device_used",

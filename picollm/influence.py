@@ -525,16 +525,19 @@ INFLUENCE_COLUMNS = ["test_index", "test_text", "rank", "kind", "train_index", "
                      "train_loss"]
 
 
+def write_top(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    from picollm.runs import atomic_write_text
+
+    atomic_write_text(out_dir / "influence_top.csv", pd.DataFrame(rows, columns=INFLUENCE_COLUMNS).to_csv(index=False))
+
+
 def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", device: str = "cpu",
                       progress: bool = True, **settings: Any) -> dict[str, Any]:
-    """Fisher information and influence of training sequences on test sequences for one trained run.
-
-    settings: InfluenceSettings fields. Scores n_train random training windows against n_test test windows
-    (block_size + 1 tokens each). H is the Hessian of the mean loss over the first n_hessian scored training
-    windows (0 = all of them). Writes fisher_layers.csv, fisher_layers.png, influence_top.csv and
-    influence.json into out_dir and returns what influence.json holds. See the module docstring for the sign
-    convention.
-    """
+    """Fisher information and influence of n_train random training windows on n_test test windows (block_size
+    + 1 tokens each) for one trained run; settings: InfluenceSettings fields. H is the Hessian of the mean loss
+    over the first n_hessian scored training windows (0 = all). Writes fisher_layers.csv / .png,
+    influence_top.csv and influence.json into out_dir and returns what influence.json holds (the sign
+    convention: the module docstring)."""
     from picollm import data as data_mod
     from picollm.runs import atomic_write_json, atomic_write_text, load_run
 
@@ -547,7 +550,7 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     model = model.to(dtype).eval()  # eval: no dropout, so the loss is a deterministic function of theta
     _, splits = data_mod.prepare_data(cfg.corpus, cfg.resolved().tokenizer, cfg.bpe_vocab_size, tokenizer=tokenizer)
     T = cfg.block_size
-    starts = {}
+    starts: dict[str, Tensor] = {}
     starts["train"], x_train, y_train = sample_windows(splits["train"], st.n_train, T, st.seed)
     starts["test"], x_test, y_test = sample_windows(splits["test"], st.n_test, T, st.seed + 1)
     x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
@@ -584,8 +587,8 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     laps("influence")
 
     window_text = lambda split, i: tokenizer.decode(splits[split][starts[split][i]: starts[split][i] + T + 1])
-    rows = ranked_rows(scores, st.top_k, window_text, starts["train"], starts["test"], loss_train, loss_test)
-    atomic_write_text(out_dir / "influence_top.csv", pd.DataFrame(rows, columns=INFLUENCE_COLUMNS).to_csv(index=False))
+    write_top(out_dir, ranked_rows(scores, st.top_k, window_text, starts["train"], starts["test"], loss_train,
+                                   loss_test))
     laps("write")
 
     k = min(st.n_eigs, len(hess_ritz))

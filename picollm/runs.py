@@ -137,6 +137,30 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     atomic_write_text(Path(run_dir) / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(index=False))
 
 
+#: the columns of train_log.csv: the mean training loss and the learning rate every --log_interval steps (and
+#: at every evaluation, so no window straddles a checkpoint and resuming keeps the log exact)
+TRAIN_LOG_COLUMNS = ["step", "train_loss", "learning_rate", "tokens_seen", "elapsed_sec"]
+
+
+def write_train_log(run_dir: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    atomic_write_text(Path(run_dir) / "train_log.csv", pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS).to_csv(index=False))
+
+
+def read_train_log(run_dir: Path | str):
+    """train_log.csv as a DataFrame, or None for a run trained before it existed (or a broken file: the log is
+    a finer view of the curves, never needed for a result)."""
+    import pandas as pd
+
+    path = Path(run_dir) / "train_log.csv"
+    try:
+        log = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    return log if set(TRAIN_LOG_COLUMNS) <= set(log.columns) and len(log) else None
+
+
 def read_metrics(run_dir: Path | str):
     """metrics.csv as a DataFrame; the one reader of the file.
 

@@ -1,6 +1,13 @@
-"""The learning-rate schedule: linear warmup, then cosine decay to a floor, a constant rate, or a plateau
+"""The learning-rate schedule: linear warmup, then cosine decay to a floor, a constant rate, a plateau
 schedule (the rate is multiplied by plateau_factor whenever the validation loss has not improved for
-plateau_patience evaluations)."""
+plateau_patience evaluations), warmup-stable-decay (constant, then a linear decay to the floor over the
+last decay_frac of the run), or step decay by epoch (Zaremba et al. 2014 / TensorFlow's PTB tutorial).
+
+Every schedule spans the run's own step budget (max_steps, or its epochs in steps), so a short run decays
+to its floor by its own end instead of stopping part-way down a longer run's curve.
+
+The trainer sets each parameter group's rate to lr(step) * group["lr_scale"] (1 when absent): Muon's
+matrices follow the same curve at muon_lr."""
 
 from __future__ import annotations
 
@@ -10,16 +17,29 @@ from dataclasses import dataclass
 from picollm.config import RunConfig
 
 
-def lr_at(cfg: RunConfig, step: int, max_steps: int) -> float:
+def lr_at(cfg: RunConfig, step: int, max_steps: int, steps_per_epoch: int = 1) -> float:
     """The rate for optimisation step `step` (0-based) before any plateau decay: linear warmup, then cosine to
-    lr * min_lr_ratio at max_steps, or constant."""
+    lr * min_lr_ratio at max_steps, constant, wsd, or step decay (epoch = step // steps_per_epoch)."""
+    if cfg.schedule == "auto":
+        cfg = cfg.resolved()
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule != "cosine":
-        return cfg.lr
-    progress = (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps)
+        floor = cfg.lr * cfg.min_lr_ratio
+        return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "wsd":
+        # the decay never starts inside the warmup: a run too short for both decays over all steps after it
+        decay_start = max(cfg.warmup_steps, (1.0 - cfg.decay_frac) * max_steps)
+        if step < decay_start:
+            return cfg.lr
+        remaining = max(0.0, max_steps - step) / max(1.0, max_steps - decay_start)
+        return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * min(1.0, remaining))
+    if cfg.schedule == "step":
+        # TensorFlow's PTB tutorial: lr * lr_decay ** max(0, i + 1 - max_epoch) in (0-based) epoch i
+        epoch = step // max(1, steps_per_epoch)
+        return cfg.lr * cfg.lr_decay ** max(0, epoch + 1 - cfg.decay_start_epoch)
+    return cfg.lr
 
 
 @dataclass
@@ -28,12 +48,18 @@ class Schedule:
 
     cfg: RunConfig
     max_steps: int
+    steps_per_epoch: int = 1
+    """optimisation steps in one pass over the training split (the step schedule counts epochs with it)"""
     plateau_scale: float = 1.0
     plateau_best: float = math.inf
     plateau_bad: int = 0
 
     def lr(self, step: int) -> float:
-        return lr_at(self.cfg, step, self.max_steps) * self.plateau_scale
+        return lr_at(self.cfg, step, self.max_steps, self.steps_per_epoch) * self.plateau_scale
+
+    def __post_init__(self) -> None:
+        if self.cfg.schedule == "auto":
+            self.cfg = self.cfg.resolved()  # the family's schedule, resolved once
 
     def observe(self, val_loss: float) -> None:
         """Record an evaluation; the plateau schedule decays the rate when the loss has stalled."""

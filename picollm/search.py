@@ -49,7 +49,9 @@ from picollm.settings import check_value
 
 log = get_logger()
 
-SAMPLERS = ("grid", "random", "halving")
+#: Optuna's model-based samplers, run by picollm.tuning (ask-and-tell) rather than drawn up front here
+OPTUNA_SAMPLERS = ("tpe", "gp", "cmaes", "nsga2")
+SAMPLERS = ("grid", "random", "halving") + OPTUNA_SAMPLERS
 SPACE_KEYS = ("description", "base", "configs", "choices", "family_choices", "sampler", "n_runs", "eta",
               "continue_best")
 #: set on the command line, not in a space (a space names what to train, not where to put it)
@@ -86,7 +88,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lstm-wikitext2": {
         "description": "2-layer LSTM on WikiText-2 (embed/hidden 100, dropout 0.5, tied, BPTT 30, Adam 1e-3, clip 0.25) "
                        "and its neighbours",
+        # the recipe it names, whatever the LSTM's default optimizer becomes
         "base": {"corpus": "wikitext2", "model": "lstm", "layers": 2, "embed": 100, "hidden": 100, "dropout": 0.5,
+                 "optimizer": "adamw", "schedule": "cosine",
                  "tie_weights": True, "batch_size": 20, "block_size": 30, "lr": 1e-3, "weight_decay": 0.0,
                  "grad_clip": 0.25, "epochs": 6, "eval_interval": 500, "eval_tokens": 65536},
         "configs": [{}, {"embed": 200, "hidden": 200}, {"dropout": 0.3}, {"lr": 3e-3}],
@@ -109,6 +113,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "configs": [{"model": "lstm", "hidden": 256, "layers": 2},
                     {"model": "xlstm", "hidden": 256, "layers": 2, "heads": 4},
                     {"model": "transformer", "layers": 2, "heads": 4}],
+        "sampler": "grid",
+    },
+    "ptb-zaremba-small": {
+        "description": "Zaremba et al. 2014 'small' PTB LSTM: 2 x 200, untied, no dropout, no LayerNorm, batch 20, "
+                       "BPTT 20, uniform(-0.1, 0.1) init, SGD lr 1 halved every epoch after epoch 4, clip 5 (on the "
+                       "loss summed over BPTT steps), 13 epochs",
+        # norm off: picollm's LSTM adds a LayerNorm on its outputs by default, which the paper's model has not.
+        # The paper (and TensorFlow's tutorial) sums the loss over the 20 BPTT steps; picollm averages it, so
+        # its gradient is 20x smaller: lr 20 and clip 0.25 here are exactly the paper's lr 1 and clip 5.
+        # eval_interval: one evaluation per epoch (2,324 steps of 20 x 20 words), on the whole valid split.
+        "base": {"corpus": "ptb", "model": "lstm", "layers": 2, "embed": 200, "hidden": 200, "tie_weights": False,
+                 "dropout": 0.0, "norm": False, "init_range": 0.1, "batch_size": 20, "block_size": 20,
+                 "optimizer": "sgd", "lr": 20.0, "schedule": "step", "decay_start_epoch": 4, "lr_decay": 0.5,
+                 "warmup_steps": 0, "grad_clip": 0.25, "weight_decay": 0.0, "epochs": 13, "eval_interval": 2324,
+                 "eval_tokens": 0},
         "sampler": "grid",
     },
     "fast": {
@@ -416,6 +435,8 @@ def sample(space: Space, sampler: str | None = None, n_runs: int | None = None, 
     n_runs = space.n_runs if n_runs is None else n_runs  # 0 is a mistake, not "all"
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    if sampler in OPTUNA_SAMPLERS:
+        raise ConfigError(f"--sampler {sampler} chooses configs as results come in: use batch_train.py / train_batch")
     if n_runs is not None and n_runs < 1:
         raise ConfigError(f"--n_runs must be >= 1; got {n_runs}")
     if sampler == "grid":

@@ -2,6 +2,9 @@
 
     summarize("analysis_runs")  ->  analysis_runs/plots/*.png, *.csv, *.md, regression_summary.txt, skipped.txt
 
+The sweep-tool comparisons (learning-curve overlays, hyperparameter importance, parallel coordinates) are
+drawn by picollm.compare.
+
 Every plot is drawn independently: one that the data cannot support (a single run, a single family, a
 column that is all NaN) is skipped with a one-line reason, logged and listed in plots/skipped.txt, and the
 others are still drawn. Headless (Agg backend).
@@ -32,7 +35,14 @@ import pandas as pd  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 from picollm.log import get_logger  # noqa: E402
 from picollm.report import write_report  # noqa: E402
-from picollm.table import SUMMARY_COLUMNS, SUMMARY_TEXT_COLUMNS, TABLE_NAME, read_summary_table  # noqa: E402
+from picollm.table import (  # noqa: E402
+    DB_NAME,
+    SUMMARY_COLUMNS,
+    SUMMARY_TEXT_COLUMNS,
+    TABLE_NAME,
+    export_table,
+    read_summary_table,
+)
 
 log = get_logger()
 
@@ -44,7 +54,9 @@ FAMILY_AXES = {"kgram_mlp": ("embed", "k"), "lstm": ("embed", "hidden"), "xlstm"
 #: axis labels with units
 LABELS = {"val_loss": "validation loss (nats/token)", "token_accuracy": "validation token accuracy (fraction)",
           "params": "parameters (count)", "train_seconds": "training time (s)", "test_ppl": "test perplexity",
-          "embed": "embedding size", "hidden": "hidden size", "k": "context tokens k", "layers": "layers"}
+          "embed": "embedding size", "hidden": "hidden size", "k": "context tokens k", "layers": "layers",
+          "lr": "learning rate", "learning_rate": "learning rate", "batch_size": "batch size (sequences)",
+          "block_size": "context length (tokens)", "dropout": "dropout (probability)", "heads": "heads"}
 HYPERPARAMETERS = ["embed", "hidden", "layers", "heads", "k", "inner_layers", "dropout", "block_size",
                    "batch_size", "learning_rate", "weight_decay", "max_steps", "epochs"]
 METRICS = ["params", "steps", "train_seconds", "tokens_per_sec", "initial_val_loss", "final_train_loss",
@@ -69,6 +81,10 @@ def add_summary_args(parser: argparse.ArgumentParser) -> None:
                         help="directory holding summary_cache.csv; plots go to <dir>/plots (default: analysis_runs)")
     parser.add_argument("--formula", default=None,
                         help=f"statsmodels OLS formula fitted per family and pooled (default: {DEFAULT_FORMULA!r})")
+    parser.add_argument("--color_by", default=None, metavar="COLUMN",
+                        help="setting (or metric) of summary_cache.csv that colours the learning-curve overlays, "
+                             "e.g. lr, embed, activation (default: per family, the setting with the most distinct "
+                             "values; ties go to lr, then the model sizes)")
 
 
 class Skip(Exception):
@@ -82,6 +98,8 @@ def load_summary(analysis_dir: Path | str) -> pd.DataFrame:
     """summary_cache.csv as a frame, checked row by row; a one-line PicoError when it is bad or holds no runs."""
 
     path = Path(analysis_dir) / TABLE_NAME
+    if (path.parent / DB_NAME).exists():
+        export_table(path.parent)  # the csv people open beside the plots shows the rows the plots were drawn from
     if not path.exists():
         raise PicoError(f"{path} not found; run analyze_all_checkpoints.py first (or pass --analysis_dir)")
     df = read_summary_table(path, required=REQUIRED_COLUMNS)
@@ -92,12 +110,14 @@ def load_summary(analysis_dir: Path | str) -> pd.DataFrame:
     return df.replace([np.inf, -np.inf], np.nan)
 
 
-def check_summary_inputs(analysis_dir: Path | str, formula: str | None = None) -> None:
+def check_summary_inputs(analysis_dir: Path | str, formula: str | None = None, color_by: str | None = None) -> None:
     """What summarize will be given, checked before the stages ahead of it (training, analysis) start: a user
-    formula, and the table in analysis_dir when one is there already (the analysis adds rows to it)."""
+    formula and --color_by, and the table in analysis_dir when one is there already (the analysis adds rows)."""
+    from picollm.compare import check_color_by
 
     if formula:
         check_formula(formula)
+    check_color_by(color_by)
     path = Path(analysis_dir) / TABLE_NAME
     if path.exists():
         read_summary_table(path, required=REQUIRED_COLUMNS)
@@ -629,23 +649,29 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 
 def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = None, report: bool = True,
-              skip_unchanged: bool = False) -> dict[str, Any]:
+              skip_unchanged: bool = False, color_by: str | None = None) -> dict[str, Any]:
     """Draw every summary plot into <analysis_dir>/plots/ and (by default) write index.html.
 
     A --formula the user gave is checked (check_formula) and fitted before anything is written: an unusable
     one is a PicoError, whereas the default formula is skipped where the data cannot support it.
     skip_unchanged: draw nothing when the plots were made from this very summary_cache.csv and formula
-    (a re-run of the pipeline with nothing new). Returns {"written": [paths], "skipped": {plot: reason},
-    "fits": {group: OLSFit}, "report": path or None, "unchanged": bool}.
+    (a re-run of the pipeline with nothing new). color_by: the column that colours the learning-curve
+    overlays (checked first, like the formula; default: per family, the setting that varies most).
+    Returns {"written": [paths], "skipped": {plot: reason}, "fits": {group: OLSFit}, "report": path or None,
+    "unchanged": bool}.
     """
+    from picollm.compare import check_color_by, draw_comparisons
+
     analysis_dir = Path(analysis_dir)
     strict = bool(formula)  # the user's own formula must fit; the default is fitted as far as the data allow
     if strict:
         check_formula(formula)
+    check_color_by(color_by)
     formula = formula or DEFAULT_FORMULA
     df = load_summary(analysis_dir)
     out = analysis_dir / "plots"
-    stamp = hashlib.sha256((analysis_dir / TABLE_NAME).read_bytes() + formula.encode()).hexdigest()
+    stamp = hashlib.sha256((analysis_dir / TABLE_NAME).read_bytes() + formula.encode()
+                           + (color_by or "").encode()).hexdigest()
     if skip_unchanged and (out / STAMP).exists() and (out / STAMP).read_text() == stamp:
         log.info(f"plots in {out} are up to date with summary_cache.csv; nothing to draw")
         written = sorted(p for p in out.iterdir() if p.name != STAMP)
@@ -688,6 +714,9 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
         attempt(f"heatmap_{fam}", lambda fam=fam: plot_heatmap(df, fam, out))
     attempt("correlation", lambda: plot_correlation(df, out))
     attempt("top10", lambda: write_top(df, out))
+    left_out: dict[str, str] = {}  # runs an overlay was drawn without (no metrics.csv): listed like skipped plots
+    draw_comparisons(df, analysis_dir, out, color_by, attempt, left_out)
+    skipped.update(left_out)
 
     for name, reason in skipped.items():
         log.info(f"skipped {name}: {reason}")

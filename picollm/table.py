@@ -268,7 +268,9 @@ def export_table(analysis_dir: str | Path) -> Path:
     analysis_dir = Path(analysis_dir)
     path = analysis_dir / TABLE_NAME
     if (analysis_dir / DB_NAME).exists():
-        atomic_write_text(path, _export_text(analysis_dir))
+        text = _export_text(analysis_dir)
+        if not path.exists() or path.read_text() != text:  # unchanged rows leave the file (and its mtime) alone
+            atomic_write_text(path, text)
     return path
 
 

@@ -13,6 +13,7 @@ import math
 import platform
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ from picollm.runs import (
     read_status,
     write_metrics,
     write_status,
+    write_train_log,
 )
 from picollm.schedule import Schedule
+from picollm.tensorboard import write_run_events
 from picollm.tokenizers import Tokenizer, load_tokenizer
 
 log = get_logger()
@@ -59,13 +62,71 @@ def library_versions() -> dict[str, str]:
             "tokenizers": tokenizers.__version__, "python": platform.python_version()}
 
 
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices and embeddings only (not on biases and norm gains)."""
+class Optimizers:
+    """Several optimizers stepped as one (Muon on the hidden matrices, AdamW on the rest), with the part of
+    torch.optim.Optimizer's interface the trainer uses. param_groups are the optimizers' own dicts, so
+    setting a group's "lr" reaches the optimizer that owns it."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        states = state.get("optimizers", [])
+        if len(states) != len(self.optimizers):
+            raise CheckpointError(f"the checkpoint holds {len(states)} optimizer states, this run has "
+                                  f"{len(self.optimizers)}")
+        for opt, opt_state in zip(self.optimizers, states):
+            opt.load_state_dict(opt_state)
+
+
+def hidden_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights Muon orthogonalises: every trainable 2-D parameter except embeddings and the output head,
+    whose rows are one vector per token rather than a map between hidden spaces (Muon's authors leave them,
+    and everything that is not a matrix, to AdamW)."""
+    skip = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    head = getattr(model, "head", None)
+    if isinstance(head, torch.nn.Module):
+        skip |= {id(p) for p in head.parameters()}
+    return [p for p in model.parameters() if p.requires_grad and p.dim() == 2 and id(p) not in skip]
+
+
+def _decay_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and embeddings only (not on biases and norm gains)."""
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer | Optimizers:
+    """AdamW; plain SGD (momentum only if --momentum asks); or Muon on the hidden matrices beside AdamW on
+    the rest. Muon's group carries lr_scale = muon_lr / lr, so one schedule drives both (see schedule.py)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    cfg = cfg.resolved()  # --optimizer auto: the family's own
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(_decay_groups(params, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+    matrices = hidden_matrices(model) if cfg.optimizer == "muon" else []
+    in_muon = {id(p) for p in matrices}
+    adamw = torch.optim.AdamW(_decay_groups([p for p in params if id(p) not in in_muon], cfg.weight_decay),
+                              lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    if not matrices:
+        return adamw
+    muon = torch.optim.Muon([{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
+                            weight_decay=cfg.weight_decay)
+    return Optimizers(muon, adamw)
 
 
 def grad_stats(model: torch.nn.Module) -> tuple[float, float]:
@@ -117,7 +178,7 @@ class Run:
     run_dir: Path
     device: torch.device
     model: LanguageModel
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | Optimizers
     schedule: Schedule
     train_tokens: int
     ts: TrainState = field(default_factory=TrainState)
@@ -125,6 +186,8 @@ class Run:
     """metric rows so far, one per evaluation (step 0: the untrained model)"""
     carry: State = None
     """recurrent state carried from one stream segment to the next"""
+    log_rows: list[dict] = field(default_factory=list)
+    """train_log.csv so far: the mean training loss every log_interval steps"""
 
     @property
     def max_steps(self) -> int:
@@ -136,6 +199,7 @@ class Run:
                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "train_state": {**vars(self.ts), **self.schedule.state_dict()}, "metrics": self.rows,
+                "train_log": self.log_rows,
                 "carry_state": map_state(lambda t: t.detach().cpu(), self.carry), "rng": rng, "step": self.ts.step,
                 "fingerprint": self.cfg.fingerprint()}
 
@@ -149,6 +213,7 @@ class Run:
         self.ts = TrainState(**{k: v for k, v in ckpt["train_state"].items() if k in names})
         self.schedule.load_state_dict(ckpt["train_state"])
         self.rows = list(ckpt["metrics"])
+        self.log_rows = list(ckpt.get("train_log", []))  # checkpoints written before the log had none
         self.carry = map_state(lambda t: t.to(self.device), ckpt["carry_state"])
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
@@ -194,6 +259,7 @@ def save_checkpoint(run: Run) -> None:
     from last.pt, so the two never disagree."""
     atomic_torch_save(run.checkpoint(), run.run_dir / "last.pt")
     write_metrics(run.run_dir, run.rows)
+    write_train_log(run.run_dir, run.log_rows)
     write_status(run.run_dir, "running", "training", step=run.ts.step, max_steps=run.max_steps)
 
 
@@ -205,11 +271,14 @@ def save_best(run: Run, val_loss: float) -> None:
 # --------------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------------
-def train_run(cfg: RunConfig, *, quiet: bool = False, stop_at_step: int | None = None) -> Path:
+def train_run(cfg: RunConfig, *, quiet: bool = False, stop_at_step: int | None = None,
+              on_evaluation: Callable[[int, float], str | None] | None = None) -> Path:
     """Train the run described by cfg (or resume / skip it) and return its directory.
 
     stop_at_step pauses the run after that many steps (status 'paused', last.pt written) without changing
     its config or schedule; calling again with a larger budget continues it (successive halving).
+    on_evaluation(step, val_loss) is called after each evaluation has been checkpointed; a reason it returns
+    stops the run for good (status 'stopped', metrics kept): how a search's pruner ends a hopeless run.
 
     A NaN or inf loss ends the run as 'diverged' with its metrics kept. An exception ends it as
     'failed' with the error recorded in status.json, and is re-raised.
@@ -226,7 +295,7 @@ def train_run(cfg: RunConfig, *, quiet: bool = False, stop_at_step: int | None =
         load_checkpoint(Path(cfg.parent) / "best.pt")
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _train(cfg, run_dir, tokenizer, splits, quiet=quiet, stop_at_step=stop_at_step)
+        _train(cfg, run_dir, tokenizer, splits, quiet=quiet, stop_at_step=stop_at_step, on_evaluation=on_evaluation)
     except PicoError as e:
         write_status(run_dir, "failed", str(e))
         raise
@@ -262,11 +331,12 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
     if cfg.parent:
         model.load_state_dict(load_checkpoint(Path(cfg.parent) / "best.pt", map_location=device)["model"])
     run = Run(cfg, run_dir, device, model, make_optimizer(model, cfg, device),
-              Schedule(cfg, total_steps(cfg, train_tokens)), train_tokens)
+              Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens)
     resuming = (run_dir / "last.pt").exists()
     if resuming:
         run.restore(load_checkpoint(run_dir / "last.pt", map_location=device))
         write_metrics(run_dir, run.rows)  # rows after last.pt (if any) are dropped: they will be recomputed
+        write_train_log(run_dir, run.log_rows)
         log.info(f"{run_dir.name}: resuming at step {run.ts.step}/{run.max_steps}")
     write_config(run_dir, cfg, {"vocab_size": tokenizer.vocab_size, "num_params": model.num_params(),
                                 "device_used": str(device), "max_steps_resolved": run.max_steps,
@@ -318,6 +388,7 @@ def after_evaluation(run: Run, val_loss: float) -> str | None:
         ts.bad_evals += 1
     run.schedule.observe(val_loss)
     save_checkpoint(run)
+    write_run_events(run.run_dir)  # TensorBoard (the optional extra): a no-op without it
     if run.cfg.early_stop_patience and ts.bad_evals >= run.cfg.early_stop_patience:
         return (f"early stopping: val loss did not improve for {ts.bad_evals} evaluations "
                 f"(best {ts.best_val:.4f} at step {ts.best_step})")
@@ -325,7 +396,7 @@ def after_evaluation(run: Run, val_loss: float) -> str | None:
 
 
 def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str, torch.Tensor], quiet: bool,
-           stop_at_step: int | None) -> None:
+           stop_at_step: int | None, on_evaluation: Callable[[int, float], str | None] | None = None) -> None:
     run = start_run(cfg, run_dir, tokenizer, len(splits["train"]))
     val_data = splits["valid"]
     batches = Batches(cfg, splits["train"], run.device)
@@ -339,13 +410,14 @@ def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str
     bar = tqdm(total=run.max_steps, initial=run.ts.step, desc=run_dir.name, disable=quiet or not cfg.progress,
                dynamic_ncols=True, leave=False, mininterval=0.5)
     run.model.train()
-    loss_sum, loss_count = torch.zeros((), device=run.device), 0
+    loss_sum, loss_count = torch.zeros((), device=run.device), 0  # since the last evaluation
+    log_sum, log_count = torch.zeros((), device=run.device), 0  # since the last train_log row
     interval_start, interval_tokens = time.perf_counter(), 0
     status, reason = "done", f"completed {run.max_steps} steps"
     while run.ts.step < limit:
         lr = run.schedule.lr(run.ts.step)
         for group in run.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x, y = batches(run)
         is_eval_step = (run.ts.step + 1) % cfg.eval_interval == 0 or run.ts.step + 1 == limit
         loss, stats = train_step(run, train_model, x, y, carry=batches.stream, measure=is_eval_step)
@@ -354,7 +426,15 @@ def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str
         interval_tokens += x.numel()
         loss_sum += loss
         loss_count += 1
+        log_sum += loss
+        log_count += 1
         bar.update(1)
+        if run.ts.step % cfg.log_interval == 0 or is_eval_step:  # one device sync per log row, not per step
+            run.log_rows.append({"step": run.ts.step, "train_loss": log_sum.item() / log_count, "learning_rate": lr,
+                                 "tokens_seen": run.ts.tokens_seen,
+                                 "elapsed_sec": run.ts.elapsed + time.perf_counter() - interval_start})
+            log_sum.zero_()
+            log_count = 0
         if (run.ts.step % check_every == 0 or is_eval_step) and not math.isfinite(loss_sum.item()):
             status, reason = "diverged", f"non-finite training loss at step {run.ts.step}"
             break
@@ -379,13 +459,19 @@ def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str
         if early_stop:
             reason = early_stop
             break
+        pruned = on_evaluation(run.ts.step, row["val_loss"]) if on_evaluation else None
+        if pruned and run.ts.step < run.max_steps:  # at the last step there is nothing left to save
+            status, reason = "stopped", pruned
+            break
         interval_start, interval_tokens = time.perf_counter(), 0
     else:  # the loop ran out of steps: the whole schedule, or only the budget this call was given
         if run.ts.step < run.max_steps:
             status, reason = "paused", f"paused at step {run.ts.step} of {run.max_steps} (step budget)"
     bar.close()
     write_metrics(run_dir, run.rows)
+    write_train_log(run_dir, run.log_rows)
     write_status(run_dir, status, reason, step=run.ts.step, max_steps=run.max_steps,
                  best_val_loss=run.ts.best_val if math.isfinite(run.ts.best_val) else None,
                  best_step=run.ts.best_step, train_seconds=run.ts.elapsed)
+    write_run_events(run_dir)
     log.info(f"{run_dir.name}: {status} ({reason})")

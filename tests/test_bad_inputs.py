@@ -102,6 +102,10 @@ CASES = [
     ("batch_train.py --preset fast --gpus_per_run nan", "--gpus_per_run must be a finite number > 0"),
     ("batch_train.py --preset fast --address h:1", "--address joins a Ray cluster: add --backend ray"),
     ("batch_train.py --preset fast --sampler bayes", "argument --sampler: invalid choice"),
+    ("batch_train.py --preset fast --pruner median", "--pruner and --objectives go with an Optuna sampler"),
+    ("batch_train.py --preset fast --sampler tpe --objectives val_loss,speed", "--objectives must be a comma list"),
+    ("batch_train.py --preset fast --sampler nsga2 --objectives val_loss,params --pruner median",
+     "--pruner works with one objective only"),
     # analysis of one run
     ("analyze_checkpoints.py --run checkpoints/nope", "does not exist"),
     (f"analyze_checkpoints.py --run {RUN} --max_new_tokens -1", "--max_new_tokens must be an integer >= 0"),

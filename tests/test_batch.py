@@ -192,7 +192,9 @@ def kill_a_worker_mid_run(out: Path, batch_thread: threading.Thread) -> str:
 def test_a_killed_worker_leaves_its_run_failed_and_the_next_batch_resumes_it(reference, tmp_path):
     space, whole, _ = reference
     reports = []
-    thread = threading.Thread(target=lambda: reports.append(batch(space, tmp_path, workers=1)))
+    # one thread per run, as in the reference batch (2 workers on 2 cores): float results depend on the count
+    one_thread = {"threads": 1}
+    thread = threading.Thread(target=lambda: reports.append(batch(space, tmp_path, workers=1, overrides=one_thread)))
     thread.start()
     killed = kill_a_worker_mid_run(tmp_path / "runs", thread)
     thread.join()
@@ -202,7 +204,7 @@ def test_a_killed_worker_leaves_its_run_failed_and_the_next_batch_resumes_it(ref
     assert status["status"] == "failed" and "worker process died (exit code -9)" in status["reason"]
     assert 5 <= status["step"] < status["max_steps"] == 40
 
-    again = batch(space, tmp_path)
+    again = batch(space, tmp_path, overrides=one_thread)
     assert {o.run: o.outcome for o in again.outcomes}[killed] == "done" and again.exit_code == 0
     assert f"{killed}: resuming at step" in again.log_path.read_text()
     assert_same_runs(whole, tmp_path / "runs")  # as if the worker had never died

@@ -19,7 +19,9 @@ def tiny_model(family: str, **overrides) -> torch.nn.Module:
 
 FAMILY_CASES = [("kgram_mlp", {}), ("kgram_mlp", {"k": 1}), ("lstm", {}), ("lstm", {"norm": False, "tie_weights": False}),
                 ("xlstm", {}), ("xlstm", {"xlstm_ratio": "1:0"}), ("xlstm", {"xlstm_ratio": "0:1"}),
-                ("transformer", {}), ("transformer", {"positional": "rotary"})]
+                ("transformer", {}), ("transformer", {"positional": "learned", "qk_norm": False}),
+                ("transformer", {"positional": "learned", "mlp_activation": "relu2"}),
+                ("transformer", {"qk_norm": False, "tie_weights": False})]
 
 
 def test_registry_lists_the_four_families():
@@ -88,7 +90,7 @@ def test_each_family_overfits_a_tiny_batch(family):
 
 
 def test_transformer_learned_positions_refuse_too_long_context():
-    model = tiny_model("transformer")
+    model = tiny_model("transformer", positional="learned")
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 17, dtype=torch.long))
 
@@ -101,6 +103,11 @@ def test_transformer_learned_positions_refuse_too_long_context():
     (dict(model="kgram_mlp", activation="tanh"), "--activation must be one of"),
     (dict(model="lstm", dropout=1.5), "--dropout must be in"),
     (dict(model="lstm", hidden=0), "--hidden must be a positive integer"),
+    (dict(model="transformer", mlp_activation="swiglu"), "--mlp_activation must be one of"),
+    (dict(model="lstm", init_range=-0.1), "--init_range must be"),
+    (dict(optimizer="lion"), "--optimizer must be one of"),
+    (dict(optimizer="muon", muon_lr=0.0), "--muon_lr must be"),
+    (dict(optimizer="sgd", momentum=1.0), "--momentum must be in"),
 ])
 def test_bad_settings_are_one_line_errors(settings, match):
     with pytest.raises(ConfigError, match=match) as err:
@@ -111,3 +118,49 @@ def test_bad_settings_are_one_line_errors(settings, match):
 def test_settings_a_family_ignores_do_not_fail_it():
     # embed 30 is not divisible by 4 heads, but the LSTM has no heads
     RunConfig(model="lstm", embed=30, heads=4)
+
+
+def test_transformer_qk_norm_bounds_the_attention_logits(monkeypatch):
+    # with queries and keys of unit RMS, no logit exceeds sqrt(head_size), however large the weights grow
+    model = tiny_model("transformer", qk_norm=True)
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight.mul_(1000.0)
+    logits = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        logits.append((q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5)
+        return real_sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        model(torch.randint(0, VOCAB, (2, 8)))
+    head_size = TINY["embed"] // TINY["heads"]
+    assert len(logits) == TINY["layers"]
+    assert logits[0].abs().max().item() <= head_size ** 0.5 + 1e-3
+    unnormed = tiny_model("transformer", qk_norm=False)
+    with torch.no_grad():
+        unnormed.blocks[0].attn.qkv.weight.mul_(1000.0)
+        unnormed(torch.randint(0, VOCAB, (2, 8)))
+    first_block = logits[TINY["layers"]]  # the unnormed model's first attention, whose weights grew
+    assert first_block.abs().max().item() > 100 * head_size ** 0.5  # the bound comes from the norm
+
+
+def test_transformer_zero_init_starts_every_block_as_the_identity():
+    model = tiny_model("transformer", zero_init_proj=True, tie_weights=False)
+    zeroed = [n for n, p in model.named_parameters() if p.dim() == 2 and not p.any()]  # norm biases start at 0
+    assert sorted(zeroed) == sorted([f"blocks.{i}.{m}.proj.weight" for i in range(2) for m in ("attn", "mlp")]
+                                    + ["head.weight"])
+    logits, _ = model(torch.randint(0, VOCAB, (2, 8)))
+    assert not logits.any()  # a uniform first prediction: loss log(V)
+    tied = tiny_model("transformer", zero_init_proj=True)
+    assert tied.wte.weight.any()  # the shared embedding is never zeroed
+
+
+def test_lstm_init_range_draws_every_parameter_uniformly():
+    model = tiny_model("lstm", init_range=0.05, tie_weights=False)
+    for name, p in model.named_parameters():
+        assert p.abs().max().item() <= 0.05, name
+        assert p.abs().max().item() > 0.04, name  # uniform over the whole range, biases and gains included
+    default = tiny_model("lstm", tie_weights=False)
+    assert default.rnn.weight_hh_l0.abs().max().item() > 0.1  # the default init is not the same

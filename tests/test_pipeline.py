@@ -65,7 +65,8 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(tmp_path, space):
                  "heatmap_lstm_embed_x_hidden.png", "top10.md", "regression_summary.txt"]:
         assert (ar / "plots" / name).stat().st_size > 0, name
     html = (ar / "index.html").read_text()
-    assert all(run in html for run in table["run"]) and 'class="tok"' in html
+    assert all(run in html for run in table["run"])
+    assert all('class="tok"' in (ar / run / "index.html").read_text() for run in table["run"])  # its own page
     for stage in ["batch", "analyze", "summary"]:
         assert list((tmp_path / "logs").glob(f"*-{stage}.log")), stage
     assert proc.stdout.strip().splitlines()[-1] == f"report: {(ar / 'index.html').resolve()}"

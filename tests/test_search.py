@@ -61,7 +61,7 @@ def test_baselines_have_matched_parameter_counts():
 
 
 def test_count_params_matches_the_built_model():
-    cfg = RunConfig(model="transformer", embed=32, layers=1, heads=2)
+    cfg = RunConfig(model="transformer", embed=32, layers=1, heads=2, positional="learned")
     expected = 65 * 32 + 64 * 32 + 12 * 32 * 32  # token + position embeddings (tied head) + one block's matrices
     assert expected <= count_params(cfg, vocab_size=65) <= expected + 20 * 32 + 65  # + biases and norm gains
 

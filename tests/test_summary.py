@@ -13,6 +13,7 @@ import pytest
 import statsmodels.formula.api as smf
 
 from picollm.errors import PicoError
+from picollm.runs import write_metrics
 from picollm.summary import (
     DEFAULT_FORMULA,
     FAMILY_AXES,
@@ -63,6 +64,18 @@ def cache_frame(n_per: int = 8, families=FAMILIES, seed: int = 0) -> pd.DataFram
 def write_cache(tmp_path, df):
     df.to_csv(tmp_path / "summary_cache.csv", index=False)
     return tmp_path
+
+
+def with_run_dirs(root: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """df with a run directory per run under root/checkpoints, holding a metrics.csv that ends at its val_loss."""
+    dirs = []
+    for _, row in df.iterrows():
+        run_dir = root / "checkpoints" / row["run"]
+        write_metrics(run_dir, [{"step": s, "tokens_seen": s * 512, "elapsed_sec": s / 10,
+                                 "val_loss": row["val_loss"] + (4.17 - row["val_loss"]) * np.exp(-s / 30)}
+                                for s in (0, 50, 100)])
+        dirs.append(str(run_dir))
+    return df.assign(run_dir=dirs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,11 +203,14 @@ def test_top_runs_sorted_by_val_loss():
 # summarize end to end
 # --------------------------------------------------------------------------------------------------
 def test_summarize_writes_every_plot(tmp_path):
-    result = summarize(write_cache(tmp_path, cache_frame(6)), report=False)
+    result = summarize(write_cache(tmp_path, with_run_dirs(tmp_path, cache_frame(6))), report=False)
     assert result["skipped"] == {}
     plots = tmp_path / "plots"
     names = {p.name for p in result["written"]}
-    for expected in ["pareto_val_loss_vs_token_accuracy.png", "pareto_val_loss_vs_token_accuracy.csv",
+    comparisons = [f"{kind}_{fam}{end}" for fam in FAMILIES for kind, end in
+                   [("curves", "_tinyshakespeare.png"), ("importance", ".png"), ("importance", ".csv"),
+                    ("parallel", ".png")]]
+    for expected in comparisons + ["pareto_val_loss_vs_token_accuracy.png", "pareto_val_loss_vs_token_accuracy.csv",
                      "pareto_val_loss_vs_params.png", "pareto_val_loss_vs_train_seconds.png",
                      "joint_kde_token_accuracy_vs_val_loss.png", "regression_summary.txt",
                      "regression_diagnostics.png", "regression_coefficients.png", "box_val_loss_by_activation.png",

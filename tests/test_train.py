@@ -9,6 +9,7 @@ import torch
 import picollm.train as train_mod
 from picollm.config import RunConfig
 from picollm.errors import CheckpointError, ConfigError
+from picollm.models import build_model
 from picollm.runs import METRIC_COLUMNS, load_checkpoint, load_run, read_status
 from picollm.schedule import lr_at
 from picollm.train import train_run
@@ -59,9 +60,22 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("family,kill_after_evals", [("lstm", 2), ("transformer", 3), ("xlstm", 1), ("kgram_mlp", 2)])
-def test_resume_equals_uninterrupted(family, kill_after_evals, corpus, tmp_path, monkeypatch):
-    overrides = dict(model=family, dropout=0.1, max_steps=40)
+#: the new optimizers and schedules: their state (Muon's momentum, the epoch counter of the step schedule)
+#: must survive a crash like AdamW's
+NEW_RECIPES = {
+    "muon-wsd": dict(optimizer="muon", schedule="wsd", decay_frac=0.5, qk_norm=True, positional="rotary"),
+    # 17 steps per epoch on the toy corpus: the 40 steps cross two epoch boundaries and the resume point (20)
+    "sgd-step": dict(optimizer="sgd", lr=0.5, momentum=0.9, schedule="step", decay_start_epoch=1, lr_decay=0.7,
+                     init_range=0.1, norm=False, tie_weights=False, batch_size=64, block_size=32),
+}
+
+
+@pytest.mark.parametrize("family,kill_after_evals,recipe", [
+    ("lstm", 2, {}), ("transformer", 3, {"optimizer": "adamw"}), ("xlstm", 1, {}), ("kgram_mlp", 2, {}),
+    ("transformer", 2, NEW_RECIPES["muon-wsd"]), ("xlstm", 2, {"optimizer": "muon", "schedule": "wsd"}),
+    ("lstm", 2, NEW_RECIPES["sgd-step"])])
+def test_resume_equals_uninterrupted(family, kill_after_evals, recipe, corpus, tmp_path, monkeypatch):
+    overrides = dict(model=family, dropout=0.1, max_steps=40, **recipe)
     whole = train_run(tiny(corpus, tmp_path / "whole", **overrides))
 
     cfg = tiny(corpus, tmp_path / "broken", **overrides)
@@ -139,7 +153,7 @@ def test_epochs_set_the_number_of_steps(corpus, tmp_path):
 
 
 def test_schedule_warmup_then_cosine_to_floor():
-    cfg = RunConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, max_steps=110)
+    cfg = RunConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, max_steps=110, schedule="cosine")
     assert lr_at(cfg, 0, 110) == pytest.approx(1e-4)
     assert lr_at(cfg, 9, 110) == pytest.approx(1e-3)
     assert lr_at(cfg, 60, 110) == pytest.approx(0.55e-3)
@@ -184,3 +198,116 @@ def test_plateau_schedule_decays_lr_when_val_loss_stalls(corpus, tmp_path, monke
     lrs = list(metrics(run_dir)["learning_rate"])
     # row lr = lr used for the steps before that evaluation; two stalls (steps 20, 30) halve it for steps 31+
     assert lrs[1:] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
+
+
+def test_train_log_holds_every_log_interval_steps_and_survives_a_resume(corpus, tmp_path):
+    from picollm.runs import TRAIN_LOG_COLUMNS, read_train_log
+
+    whole = train_run(tiny(corpus, tmp_path / "whole", model="lstm", max_steps=40, log_interval=4))
+    log = read_train_log(whole)
+    assert list(log.columns) == TRAIN_LOG_COLUMNS
+    # every 4th step, and every evaluation (every 10), so no window straddles a checkpoint
+    assert log["step"].tolist() == [4, 8, 10, 12, 16, 20, 24, 28, 30, 32, 36, 40]
+    assert (log["learning_rate"] > 0).all() and log["elapsed_sec"].is_monotonic_increasing
+    cfg = tiny(corpus, tmp_path / "paused", model="lstm", max_steps=40, log_interval=4)
+    train_run(cfg, stop_at_step=20)
+    resumed = train_run(cfg)
+    pd.testing.assert_frame_equal(read_train_log(resumed)[["step", "train_loss", "learning_rate"]],
+                                  log[["step", "train_loss", "learning_rate"]])
+
+
+# --------------------------------------------------------------------------------------------------
+# optimizers and the fingerprints of runs trained before they existed
+# --------------------------------------------------------------------------------------------------
+#: fingerprints computed before --optimizer, --qk_norm, ... existed, each with the settings that train exactly
+#: as the defaults did then: such configs must keep their run directories' names
+OLD_RECIPE = dict(optimizer="adamw", schedule="cosine")
+OLD_TRANSFORMER = dict(positional="learned", qk_norm=False)
+FINGERPRINTS_BEFORE_TIME_TO_QUALITY = {
+    "transformer": ({**OLD_RECIPE, **OLD_TRANSFORMER},
+                    "6b736e61f3c659803facee7932eda377ab78fe3ab4346921e8680163bad3d5a9"),
+    "lstm": ({"model": "lstm", **OLD_RECIPE}, "43509d16d34691308e9a4f46e89c9356f3e7f06d9090f1f65c9f40562a0a8100"),
+    "xlstm": ({"model": "xlstm"}, "fce57bbeb127439f1fed9b2588e80137242acdc669ae4afb71316fb8fece62a4"),
+    "kgram_mlp": ({"model": "kgram_mlp"}, "7e764f0feb64fcc02f536660e467cdcbb3fe36434a5f09753dc3de33e0c4c02f"),
+    "plateau": ({**OLD_RECIPE, **OLD_TRANSFORMER, "schedule": "plateau", "lr": 3e-3},
+                "7a792164b478786099e4ac0478afb57d1a27f17f71ac282d9c12d9be86ee67bb"),
+    "lstm-ptb-epochs": ({"model": "lstm", **OLD_RECIPE, "corpus": "ptb", "epochs": 2.0, "tie_weights": False},
+                        "f0877d9697e8ffad556e00f4f84f7735565114eed86041be6d922c8ae3e1704b"),
+    "constant": ({**OLD_RECIPE, **OLD_TRANSFORMER, "schedule": "constant", "warmup_steps": 0},
+                 "9ecb8a714b86dbca52c84085f9ace1f7772287177d8ea21dd0b709d0fb975a21"),
+}
+
+
+@pytest.mark.parametrize("name", FINGERPRINTS_BEFORE_TIME_TO_QUALITY)
+def test_configs_that_train_as_before_keep_their_fingerprint(name):
+    settings, fingerprint = FINGERPRINTS_BEFORE_TIME_TO_QUALITY[name]
+    cfg = RunConfig(**settings)
+    assert cfg.fingerprint() == fingerprint
+    # the new settings spelled out at the values that train as before change nothing
+    legacy = dict(mlp_activation="gelu", zero_init_proj=False, init_range=0.0)
+    assert cfg.replace(**legacy).fingerprint() == fingerprint
+    assert cfg.replace(optimizer="muon").fingerprint() != fingerprint
+    assert cfg.replace(schedule="wsd").fingerprint() != fingerprint
+
+
+@pytest.mark.parametrize("family,recipe_changed", [("transformer", True), ("lstm", True), ("xlstm", False),
+                                                   ("kgram_mlp", False)])
+def test_a_new_default_recipe_never_reuses_an_old_run_directory(family, recipe_changed):
+    old = FINGERPRINTS_BEFORE_TIME_TO_QUALITY[family][1]
+    assert (RunConfig(model=family).fingerprint() != old) == recipe_changed
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    cfg = RunConfig(model="transformer", embed=16, layers=2, heads=2, tie_weights=False, optimizer="muon")
+    model = build_model(cfg, 23)
+    opt = train_mod.make_optimizer(model, cfg, torch.device("cpu"))
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    on_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    on_adamw = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
+    assert on_muon == {n for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("blocks.")}
+    assert {"wte.weight", "head.weight", "ln_f.weight"} <= on_adamw and not on_muon & on_adamw
+    assert on_muon | on_adamw == set(names.values())
+    lstm_cfg = RunConfig(model="lstm", embed=16, hidden=32, optimizer="muon")
+    lstm = build_model(lstm_cfg, 23)
+    on_muon = {id(p) for p in train_mod.hidden_matrices(lstm)}
+    assert id(lstm.rnn.weight_hh_l0) in on_muon and id(lstm.embedding.weight) not in on_muon
+
+
+def test_muon_matrices_follow_the_schedule_at_muon_lr(corpus, tmp_path):
+    cfg = tiny(corpus, tmp_path, model="transformer", optimizer="muon", schedule="wsd", muon_lr=0.05, lr=2e-3,
+               max_steps=40, warmup_steps=0)
+    run_dir = train_run(cfg)
+    muon_state, adamw_state = load_checkpoint(run_dir / "last.pt")["optimizer"]["optimizers"]
+    factor = lr_at(cfg, 39, 40) / cfg.lr  # the rate of the last step, a fraction of the peak
+    assert 0.1 < factor < 0.25  # well down the decay, above the floor
+    assert muon_state["param_groups"][0]["lr"] == pytest.approx(0.05 * factor)
+    assert all(g["lr"] == pytest.approx(2e-3 * factor) for g in adamw_state["param_groups"])
+    assert metrics(run_dir)["val_loss"].iloc[-1] < metrics(run_dir)["val_loss"].iloc[0] - 0.5
+
+
+def test_sgd_is_plain_sgd_unless_momentum_is_asked_for():
+    cfg = RunConfig(model="kgram_mlp", embed=8, hidden=16, optimizer="sgd", lr=0.3, weight_decay=0.0)
+    model = build_model(cfg, 11)
+    opt = train_mod.make_optimizer(model, cfg, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.SGD) and all(g["momentum"] == 0 for g in opt.param_groups)
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):  # with momentum, the second step would differ from -lr * grad
+        opt.zero_grad()
+        logits, _ = model(torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(0)))
+        logits.square().mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.step()
+        for p, b, g in zip(model.parameters(), before, grads):
+            assert torch.allclose(p, b - 0.3 * g)
+    with_momentum = train_mod.make_optimizer(model, cfg.replace(momentum=0.9), torch.device("cpu"))
+    assert all(g["momentum"] == 0.9 for g in with_momentum.param_groups)
+
+
+def test_a_muon_run_is_reproducible(corpus, tmp_path):
+    settings = dict(model="transformer", dropout=0.1, **NEW_RECIPES["muon-wsd"])
+    a = train_run(tiny(corpus, tmp_path / "a", **settings))
+    b = train_run(tiny(corpus, tmp_path / "b", **settings))
+    pd.testing.assert_frame_equal(metrics(a)[LOSS_COLUMNS], metrics(b)[LOSS_COLUMNS])

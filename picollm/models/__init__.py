@@ -38,6 +38,16 @@ def family_config_class(name: str) -> type:
     return _family(name)[1]
 
 
+#: what --optimizer auto and --schedule auto mean for a family whose config class names no RECIPE: the
+#: recipe every family trained with before the time-to-quality work
+DEFAULT_RECIPE: dict[str, str] = {"optimizer": "adamw", "schedule": "cosine"}
+
+
+def family_recipe(name: str) -> dict[str, str]:
+    """The family's default optimizer and schedule: its config class's RECIPE over DEFAULT_RECIPE."""
+    return {**DEFAULT_RECIPE, **getattr(family_config_class(name), "RECIPE", {})}
+
+
 def family_fields(name: str) -> set[str]:
     """The RunConfig settings that family `name` uses."""
     return {f.name for f in dataclasses.fields(family_config_class(name))} - {"vocab_size"}

@@ -1,5 +1,6 @@
 """GPT-style decoder-only transformer (after nanoGPT): pre-norm blocks, causal attention through
-`F.scaled_dot_product_attention`, learned or rotary positions, tied embeddings and a KV cache.
+`F.scaled_dot_product_attention`, learned or rotary positions, tied embeddings and a KV cache; optionally
+(after modded-nanogpt) RMS-normalised queries and keys, a ReLU^2 MLP and zero-initialised output projections.
 
 The state is the KV cache: one (k, v) pair per layer, each (B, n_head, T_past, head_size). A forward
 with a cache attends to the cached positions, so decoding one token at a time costs one position's
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,15 @@ class TransformerConfig:
     positional: str = "learned"
     """'learned' absolute position embeddings or 'rotary' (RoPE) on queries and keys."""
     tie_weights: bool = True
+    qk_norm: bool = False
+    """RMS-normalise each head's queries and keys (no gain), bounding the attention logits."""
+    mlp_activation: str = "gelu"
+    """'gelu' or 'relu2' (relu(x)**2)."""
+    zero_init_proj: bool = False
+    """Start every block as the identity: attention and MLP output projections (and an untied head) at 0."""
+    # --optimizer auto / --schedule auto: at nanoGPT's CPU shape, Muon + warmup-stable-decay reach in 350
+    # steps the val loss AdamW + cosine reaches in 2,000 (README, "Time to quality")
+    RECIPE: ClassVar[dict[str, str]] = {"optimizer": "muon", "schedule": "wsd"}
 
     def __post_init__(self) -> None:
         if self.embed % self.heads != 0:
@@ -42,6 +53,8 @@ class TransformerConfig:
             raise ConfigError(f"transformer: rotary positions need an even head size; embed/heads = {self.embed // self.heads}")
         if self.positional not in ("learned", "rotary"):
             raise ConfigError(f"transformer: --positional must be learned or rotary; got {self.positional!r}")
+        if self.mlp_activation not in ("gelu", "relu2"):
+            raise ConfigError(f"transformer: --mlp_activation must be gelu or relu2; got {self.mlp_activation!r}")
 
 
 def rotary_cos_sin(positions: Tensor, head_size: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
@@ -52,10 +65,12 @@ def rotary_cos_sin(positions: Tensor, head_size: int, base: float = 10000.0) -> 
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x (B, nh, T, hs): rotate each (even, odd) pair by its position's angle."""
-    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-    return out.type_as(x)
+    """x (B, nh, T, hs): rotate each (even, odd) pair by its position's angle.
+
+    The pair is read as the complex number even + i odd and multiplied by cos + i sin: the same rotation as
+    (even cos - odd sin, even sin + odd cos), in a third of the time of slicing and re-interleaving on a CPU."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).type_as(x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -67,6 +82,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = c.dropout
         self.resid_drop = nn.Dropout(c.dropout)
         self.rotary = c.positional == "rotary"
+        self.qk_norm = c.qk_norm
 
     def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, positions: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         B, T, C = x.shape
@@ -74,6 +90,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))
         if self.rotary:
             cos, sin = rotary_cos_sin(positions, self.head_size)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -101,9 +119,12 @@ class MLP(nn.Module):
         self.fc = nn.Linear(c.embed, 4 * c.embed, bias=False)
         self.proj = nn.Linear(4 * c.embed, c.embed, bias=False)
         self.drop = nn.Dropout(c.dropout)
+        self.relu2 = c.mlp_activation == "relu2"
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        h = self.fc(x)
+        h = F.relu(h).square() if self.relu2 else F.gelu(h)
+        return self.drop(self.proj(h))
 
 
 class Block(nn.Module):
@@ -139,6 +160,10 @@ class Transformer(LanguageModel):
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):  # GPT-2: scale residual projections by depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.layers))
+        if c.zero_init_proj:
+            for name, p in self.named_parameters():
+                if name.endswith("proj.weight") or (name == "head.weight" and not c.tie_weights):
+                    nn.init.zeros_(p)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

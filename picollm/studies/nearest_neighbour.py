@@ -82,7 +82,8 @@ class VectorSequenceModel(nn.Module):
             return lm.lm.xlstm_block_stack(x)
         if self.family == "transformer":
             positions = torch.arange(x.shape[1], device=x.device)
-            x = x + lm.wpe(positions)
+            if lm.wpe is not None:  # rotary positions are applied inside the blocks
+                x = x + lm.wpe(positions)
             for block in lm.blocks:
                 x, _ = block(x, None, positions)
             return lm.ln_f(x)
