@@ -61,8 +61,9 @@ class VectorSequenceModel(nn.Module):
     def __init__(self, family: str, in_dim: int, classes: int, embed: int, layers: int, heads: int, seq_len: int):
         super().__init__()
         settings = {"lstm": {"hidden": embed}, "xlstm": {"hidden": embed}}.get(family, {})
+        # the architecture the published study measured (learned positions, no QK-norm), whatever the defaults
         cfg = RunConfig(model=family, embed=embed, layers=layers, heads=heads, block_size=seq_len, dropout=0.0,
-                        xlstm_ratio="1:1", tie_weights=False, **settings)
+                        xlstm_ratio="1:1", tie_weights=False, positional="learned", qk_norm=False, **settings)
         self.family = family
         self.lm = build_model(cfg, vocab_size=2)
         self.proj_in = nn.Linear(in_dim, embed)

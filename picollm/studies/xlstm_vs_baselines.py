@@ -140,7 +140,9 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", families: tu
     base = RunConfig(corpus=corpus, tokenizer=st.tokenizer, embed=embed, layers=layers, heads=st.heads,
                      block_size=block_size, batch_size=batch_size, lr=st.lr, max_steps=max_steps,
                      eval_interval=max_steps, warmup_steps=min(50, max_steps // 10), eval_tokens=st.eval_tokens,
-                     xlstm_ratio="1:1", seed=st.seed, out_dir=str(out / "checkpoints"), threads=threads)
+                     xlstm_ratio="1:1", seed=st.seed, out_dir=str(out / "checkpoints"), threads=threads,
+                     # the recipe the published study ran (AdamW, cosine, learned positions), whatever the defaults
+                     optimizer="adamw", schedule="cosine", positional="learned", qk_norm=False)
     tok, splits = prepare_data(corpus, base.resolved().tokenizer)
     sizes = match_sizes(base, tok.vocab_size, families)
     for family, res in sizes.items():
