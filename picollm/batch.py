@@ -792,7 +792,7 @@ def run_study(runner: _BatchRunner, study: StudyRunner, n_runs: int, workers: in
     """Ask-and-tell: keep `workers` trials training, tell each result as it comes, until n_runs distinct
     configs have a trial (trials a killed batch left running first). Returns the configs trained."""
     jobs: list[Job] = []
-    trials: list = []
+    trials: dict[int, Any] = {}  # id(job) -> its trial
 
     def add(t) -> None:
         runner.register(t.cfg, f"trial {t.trial.number}")
@@ -800,7 +800,7 @@ def run_study(runner: _BatchRunner, study: StudyRunner, n_runs: int, workers: in
         for tmp in (runner.out_dir / t.cfg.run_name()).glob(".*.tmp"):  # left by a worker killed mid-write
             tmp.unlink(missing_ok=True)
         jobs.append(Job(t.cfg, stage=f"trial {t.trial.number}", trial=study.job_info(t)))
-        trials.append(t)
+        trials[id(jobs[-1])] = t
 
     def fill(in_flight: int) -> None:
         while in_flight < workers and study.distinct() < n_runs and (t := study.ask()) is not None:
@@ -815,12 +815,12 @@ def run_study(runner: _BatchRunner, study: StudyRunner, n_runs: int, workers: in
         if result["status"] == "failed":
             mark_dead_run(runner.out_dir / job.cfg.run_name(), result.get("reason", ""))
         o = runner.record(job.cfg, job.stage, result["status"], result.get("reason", ""), result.get("seconds", 0.0))
-        study.finish(trials[jobs.index(job)])
+        study.finish(trials[id(job)])
         done += 1
         loss = f" val {o.val_loss:.4f}" if o.val_loss is not None else ""
         log.info(f"[{study.distinct()}/{n_runs}] {o.run} {job.stage}: {o.outcome}{loss} ({o.seconds:.1f} s) {o.reason}")
         fill(len(jobs) - done)
-    return [t.cfg for t in trials]
+    return [t.cfg for t in trials.values()]
 
 
 def _run_stages(runner: _BatchRunner, configs: list[RunConfig], sampler: str, eta: int, fresh: bool,
@@ -831,12 +831,10 @@ def _run_stages(runner: _BatchRunner, configs: list[RunConfig], sampler: str, et
         for cfg in configs:
             runner.register(cfg, "planned")
         runner.write_manifest()
-    if study:
-        pass
-    elif sampler == "halving":
-        run_halving(runner, configs, eta, fresh=fresh)
-    else:
-        runner.execute([Job(c, fresh=fresh) for c in configs])
+        if sampler == "halving":
+            run_halving(runner, configs, eta, fresh=fresh)
+        else:
+            runner.execute([Job(c, fresh=fresh) for c in configs])
     if epochs_more:
         run_continue_best(runner, configs, epochs_more, max_steps)
 

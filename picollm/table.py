@@ -213,8 +213,8 @@ def _create(analysis_dir: Path) -> None:
 
 
 def _row_cells(row: dict[str, Any]) -> str:
-    cells = {c: _cell(row.get(c)) for c in SUMMARY_COLUMNS}
-    return json.dumps({c: v for c, v in cells.items() if v != ""}, sort_keys=True)
+    cells = ((c, _cell(row.get(c))) for c in SUMMARY_COLUMNS)
+    return json.dumps({c: v for c, v in cells if v != ""}, sort_keys=True)
 
 
 def upsert_rows(analysis_dir: str | Path, rows: list[dict[str, Any]]) -> None:
