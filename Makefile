@@ -12,7 +12,7 @@ endif
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ray,xlstm,tensorboard,optuna]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,xlstm,tensorboard,optuna,playground]'
 	touch $@
 
 demo: $(BIN)/.installed

@@ -53,11 +53,13 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from tqdm import tqdm
 
 from picollm import resources
 from picollm.cli import add_config_args, config_overrides
 from picollm.config import RunConfig
 from picollm.errors import ConfigError, PicoError
+from picollm.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
 from picollm.log import capture_records, get_logger, replay_records, setup_logging
 from picollm.runs import FINISHED, atomic_write_json, read_metrics, read_status, run_summary, write_status
 from picollm.search import (
@@ -105,7 +107,9 @@ class BatchSettings:
                               bounds="[2, inf)", kind=int)
     device: str | None = setting(None, "cpu, cuda, cuda:N or mps for every run (default: the space's, cpu)",
                                  kind=str)
-    dry_run: bool = setting(False, "print the configs and which are done; train nothing")
+    dry_run: bool = setting(False, "print the configs, their step budgets and which are done; train nothing")
+    estimate: int = setting(0, "dry run: time this many training steps of every config and estimate the "
+                            "batch's wall time (0 = off)", bounds="[0, inf)")
     out_dir: str = setting("checkpoints", "root directory of run directories")
     log_dir: str = setting("logs", "where the batch log and manifest go")
     backend: str = setting("local", "local processes or Ray tasks", choices=("local", "ray"))
@@ -768,24 +772,52 @@ def _manifest_path(log_path: Path) -> Path:
     return path
 
 
-def print_plan(configs: list[RunConfig], out_dir: Path, description: str) -> list[Outcome]:
-    """The dry run: a table of the configs (the settings that vary between them) and each run's status."""
+def print_plan(configs: list[RunConfig], out_dir: Path, description: str, estimate_steps: int = 0,
+               workers: int = 1, threads: int = 1) -> list[Outcome]:
+    """The dry run: a table of the configs (the settings that vary between them), each run's step budget and
+    status; with estimate_steps, the measured time of every run still to train and of the whole batch."""
     dicts = [c.fingerprint_dict() for c in configs]
     keys = [k for k in dict.fromkeys(k for d in dicts for k in d) if len({repr(d.get(k)) for d in dicts}) > 1]
     keys = [k for k in keys if k not in ("model", "corpus")]
-    rows, outcomes = [], []
+    rows, outcomes, todo_seconds = [], [], []
+    timing = tqdm(total=len(configs), desc=f"timing {estimate_steps} steps of each config",
+                  disable=not estimate_steps, leave=False)
     for i, (cfg, d) in enumerate(zip(configs, dicts), 1):
         status = read_status(out_dir / cfg.run_name())["status"]
-        rows.append([str(i), cfg.run_name(), status, cfg.model] + [_fmt(d.get(k), "{}") for k in keys])
+        steps = total_steps_of(cfg)
+        row = [str(i), cfg.run_name(), status, cfg.model] + [_fmt(d.get(k), "{}") for k in keys] + [str(steps)]
+        if estimate_steps:
+            seconds = estimate_run_seconds(cfg, steps, estimate_steps, threads)
+            row.append(format_duration(seconds))
+            if status not in FINISHED:
+                todo_seconds.append(seconds)
+            timing.update(1)
+        rows.append(row)
         outcomes.append(Outcome(run=cfg.run_name(), fingerprint=cfg.fingerprint(), run_dir=str(out_dir / cfg.run_name()),
                                 stage="dry_run", outcome="skipped" if status in FINISHED else "planned",
                                 reason=status))
+    timing.close()
     print(description)
-    print(format_table(["#", "run", "status", "model"] + keys, rows))
+    print(format_table(["#", "run", "status", "model"] + keys + ["steps"] + (["time"] if estimate_steps else []),
+                       rows))
     n_done = sum(o.outcome == "skipped" for o in outcomes)
     print(f"{len(configs)} configs: {n_done} finished (would be skipped), {len(configs) - n_done} to train "
           f"in {out_dir}/ (dry run: nothing trained)")
+    if estimate_steps:
+        print(f"estimated wall time: {format_duration(batch_seconds(todo_seconds, workers))} with {workers} "
+              f"workers x {threads} threads ({format_duration(sum(todo_seconds))} of run time; timed "
+              f"{estimate_steps} steps of each config now, on this machine, as loaded as it is now)")
     return outcomes
+
+
+def estimate_run_seconds(cfg: RunConfig, steps: int, estimate_steps: int, threads: int) -> float:
+    """A run's wall time: its step budget at the measured seconds per step, plus its evaluations."""
+    from picollm.data import prepare_data
+
+    r = cfg.resolved()
+    valid_tokens = len(prepare_data(cfg.corpus, r.tokenizer, r.bpe_vocab_size)[1]["valid"])
+    step_seconds = seconds_per_step(cfg, min(estimate_steps, steps), threads)
+    return run_seconds(cfg, steps, step_seconds, valid_tokens)
 
 
 def run_study(runner: _BatchRunner, study: StudyRunner, n_runs: int, workers: int) -> list[RunConfig]:
@@ -884,7 +916,8 @@ def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, *
             print(f"warning: {note}", file=sys.stderr)
         if tuned:
             print(f"--sampler {sampler} chooses {n_runs} configs as results come in; a random sample of the space:")
-        return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": ")))
+        return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": "),
+                                               st.estimate, res.workers, res.threads))
 
     # Ray is joined before anything is written: a cluster this machine cannot join is a user mistake
     pool = RayPool(res.threads, res.gpus_per_run, address, res.workers * res.threads) if backend == "ray" else None

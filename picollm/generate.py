@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -217,6 +217,19 @@ def reorder_state(state: State, index: Tensor, dims: list[int | None]) -> State:
 # --------------------------------------------------------------------------------------------------
 # sampling and greedy decoding (batched, lockstep)
 # --------------------------------------------------------------------------------------------------
+#: on_token(row, piece): told about each generated token as soon as it is chosen (the playground streams
+#: them); row is the index of its Generation in generate()'s result, piece a Generation of that one token (its
+#: id, log-probability and top alternatives, no prompt), which `annotate` takes as it is
+OnToken = Callable[[int, Generation], None]
+
+
+def _report_tokens(on_token: OnToken, rows: Tensor, at: Tensor, gen: Tensor, logp: Tensor, top_i: Tensor,
+                   top_p: Tensor) -> None:
+    for r, a in zip(rows.tolist(), at.tolist()):
+        on_token(r, Generation([], [int(gen[r, a])], [float(logp[r, a])], [top_i[r, a].tolist()],
+                               [top_p[r, a].tolist()]))
+
+
 def _device(model: LanguageModel) -> torch.device:
     return next(model.parameters()).device
 
@@ -229,7 +242,7 @@ def _top(raw_logp: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def _sample(model: LanguageModel, prompts: list[Tensor], cfg: DecodeConfig, eos_id: int | None,
-            generator: torch.Generator | None) -> list[Generation]:
+            generator: torch.Generator | None, on_token: OnToken | None = None) -> list[Generation]:
     device = _device(model)
     B, N = len(prompts), cfg.max_new_tokens
     lens = torch.tensor([len(p) for p in prompts], device=device)
@@ -259,6 +272,8 @@ def _sample(model: LanguageModel, prompts: list[Tensor], cfg: DecodeConfig, eos_
             logp[rows, at] = raw[rows, tok]
             top_p[rows, at], top_i[rows, at] = _top(raw[rows])
             seen[rows, tok] = True
+            if on_token is not None:
+                _report_tokens(on_token, rows, at, gen, logp, top_i, top_p)
             count[rows] += 1
             stop = count[rows] >= N
             if cfg.stop_at_eos and eos_id is not None:
@@ -361,11 +376,14 @@ def beam_search(model: LanguageModel, prompt: Tensor, cfg: DecodeConfig, eos_id:
 # the entry points
 # --------------------------------------------------------------------------------------------------
 def generate(model: LanguageModel, prompts: Sequence[Sequence[int] | Tensor], cfg: DecodeConfig,
-             eos_id: int | None = None, num_samples: int = 1) -> list[Generation]:
+             eos_id: int | None = None, num_samples: int = 1,
+             on_token: OnToken | None = None) -> list[Generation]:
     """Continue every prompt (token ids) num_samples times; results are prompt-major, in input order.
 
     Sampling and greedy decoding batch all rows together (lockstep, see the module docstring); beam
     search runs prompt by prompt and returns the num_samples best hypotheses of each.
+    on_token (see OnToken) hears of every token as it is chosen; under beam search, whose hypotheses change
+    until the search ends, of the returned tokens once it has ended. What it raises stops the decoding.
     """
     if not prompts:
         return []
@@ -382,12 +400,18 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int] | Tensor], cf
     model.eval()
     try:
         if cfg.strategy == "beam":
-            return [g for p in tensors for g in beam_search(model, p, cfg, eos_id, num_samples)]
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+            gens = [g for p in tensors for g in beam_search(model, p, cfg, eos_id, num_samples)]
+            if on_token is not None:
+                for row, g in enumerate(gens):
+                    for t in range(len(g.ids)):
+                        on_token(row, Generation([], g.ids[t: t + 1], g.logprobs[t: t + 1],
+                                                 g.top_ids[t: t + 1], g.top_probs[t: t + 1]))
+            return gens
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)  # per call: no global RNG state
         rows = [p for p in tensors for _ in range(num_samples)]
         if cfg.max_new_tokens == 0:
             return [Generation(p.tolist(), [], []) for p in rows]
-        return _sample(model, rows, cfg, eos_id, generator)
+        return _sample(model, rows, cfg, eos_id, generator, on_token)
     finally:
         model.train(was_training)
 

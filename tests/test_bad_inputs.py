@@ -135,6 +135,11 @@ CASES = [
     (f"-m picollm.generate --run {RUN} --num_samples 0", "--num_samples must be >= 1"),
     (f"-m picollm.generate --run {RUN} --checkpoint middle", "argument --checkpoint: invalid choice"),
     ("-m picollm.generate --run checkpoints/missing", "does not exist"),
+    # the playground: refused before it listens
+    ("-m picollm.playground --port -1", "--port must be in [0, 65535]; got -1"),
+    ("-m picollm.playground --port http", "argument --port: invalid int value"),
+    ("-m picollm.playground --checkpoints /nonexistent", "--checkpoints /nonexistent is not a folder"),
+    ("-m picollm.playground --threads 0", "--threads must be a positive integer"),
 ]
 
 

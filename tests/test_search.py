@@ -51,7 +51,33 @@ def test_preset_sizes_and_contents():
     pico = sample(load_space("pico"), seed=0)
     assert {c.model for c in pico} == {"kgram_mlp", "lstm", "xlstm", "transformer"}
     assert {c.k for c in pico if c.model == "kgram_mlp"} <= {1, 2, 3, 4, 5}
-    assert {c.embed for c in pico} <= {32, 64, 128, 256}
+    assert {c.embed for c in pico} <= {32, 64, 128}
+    assert {c.hidden for c in pico if c.model in ("lstm", "xlstm")} <= {64, 128}
+
+
+def test_reproduction_presets_follow_their_papers():
+    small, medium, large = (sample(load_space(f"ptb-zaremba-{size}"))[0] for size in ("small", "medium", "large"))
+    for cfg, width, dropout, bptt in ((small, 200, 0.0, 20), (medium, 650, 0.5, 35), (large, 1500, 0.65, 35)):
+        assert (cfg.model, cfg.layers, cfg.embed, cfg.hidden, cfg.dropout, cfg.block_size, cfg.batch_size) == \
+            ("lstm", 2, width, width, dropout, bptt, 20)
+        assert cfg.optimizer == "sgd" and cfg.schedule == "step" and not cfg.tie_weights and not cfg.norm
+        assert cfg.lr == bptt  # the paper's lr 1 on a loss summed over the BPTT steps; ours is averaged
+    assert (small.grad_clip * 20, medium.grad_clip * 35, large.grad_clip * 35) == pytest.approx((5, 5, 10))
+    assert (small.epochs, medium.epochs, large.epochs) == (13, 39, 55)
+    assert (small.decay_start_epoch, medium.decay_start_epoch, large.decay_start_epoch) == (4, 6, 14)
+
+    char = sample(load_space("shakespeare-char"))[0]
+    assert (char.tokenizer, char.layers, char.embed, char.hidden, char.block_size, char.batch_size, char.lr,
+            char.epochs) == ("char", 1, 64, 128, 64, 32, 1e-3, 10)
+
+
+def test_same_size_presets_match_the_paper_model_in_parameters():
+    paper = count_params(sample(load_space("ptb-zaremba-small"))[0])
+    ours = sample(load_space("ptb-small-picollm"))[0]
+    assert abs(count_params(ours) / paper - 1) < 0.01
+    xlstm, lstm = sample(load_space("ptb-xlstm-vs-lstm"))
+    assert lstm.fingerprint() == ours.fingerprint()  # the same run serves both comparisons
+    assert xlstm.model == "xlstm" and abs(count_params(xlstm) / count_params(lstm) - 1) < 0.01
 
 
 def test_baselines_have_matched_parameter_counts():
