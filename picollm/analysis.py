@@ -8,7 +8,7 @@ analyze_run(run_dir) writes analysis_runs/<run>/:
     summary.json               full config, status, final metrics, test evaluation (written last: its presence
                                means the analysis is complete)
 
-analyze_all(checkpoints_dir) analyses every run in parallel (joblib / loky processes) and keeps one row per
+analyze_all(checkpoints_dir) analyses every run in parallel (picollm.pool's worker processes) and keeps one row per
 run in analysis_runs/summary_cache.csv (picollm.table owns that file): each worker adds its row as soon as its
 run is done.
 """
@@ -16,11 +16,13 @@ run is done.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from picollm.generate import (
     generate,
 )
 from picollm.log import get_logger
+from picollm.pool import Slot, WorkerPool
 from picollm.runs import (
     atomic_write_json,
     atomic_write_text,
@@ -332,26 +335,43 @@ def is_up_to_date(run_dir: Path, out_root: Path) -> bool:
     return all(summary.stat().st_mtime > c.stat().st_mtime for c in checkpoints)
 
 
-def _analyze_job(run_dir: Path, out_root: Path, device: str, threads: int, max_new_tokens: int,
-                 job: Any = None) -> tuple[str, str, str]:
-    """Worker: analyse one run and add its row to the table. Returns (run, 'ok' | 'error', message).
-
-    threads 0: this process's share of the cores beside the other picollm jobs running as the run starts
-    (job: the analysis's resources.Registration).
-    """
-    from picollm.resources import threads_per_process
-
-    torch.set_num_threads(threads or threads_per_process(1, job))
+def analyze_one(out_root: Path, device: str, max_new_tokens: int, run_dir: Path) -> tuple[str, str]:
+    """Analyse one run and add its row to the table: ('ok', seconds) or ('error', message); never raises."""
     start = time.perf_counter()
     try:
         summary = analyze_run(run_dir, out_root, device=device, max_new_tokens=max_new_tokens)
         upsert_rows(out_root, [summary["row"]])
     except PicoError as e:
-        return run_dir.name, "error", str(e)
+        return "error", str(e)
     except Exception as e:  # a bug in one run's analysis must not stop the others
         tb = traceback.format_exc(limit=-3).strip().splitlines()
-        return run_dir.name, "error", f"{e.__class__.__name__}: {e} ({' | '.join(tb[-3:-1])})"
-    return run_dir.name, "ok", f"{time.perf_counter() - start:.1f}s"
+        return "error", f"{e.__class__.__name__}: {e} ({' | '.join(tb[-3:-1])})"
+    return "ok", f"{time.perf_counter() - start:.1f}s"
+
+
+def _analyze_in_slot(out_root: Path, device: str, max_new_tokens: int, run_dir: Path, slot: Slot) -> tuple[str, str]:
+    """analyze_one in a picollm.pool worker (the pool has set its torch threads)."""
+    return analyze_one(out_root, device, max_new_tokens, run_dir)
+
+
+def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str, threads: int,
+                      max_new_tokens: int, job) -> Iterator[tuple[Path, tuple[str, str]]]:
+    """(run, result) as each analysis ends: in this process for one worker (no start-up cost, and tests can
+    patch it), else on worker processes, where a dead worker fails its run only."""
+    from picollm.resources import threads_per_process
+
+    if n_jobs == 1:
+        for run_dir in todo:
+            torch.set_num_threads(threads or threads_per_process(1, job))  # sized as each run starts
+            yield run_dir, analyze_one(out_root, device, max_new_tokens, run_dir)
+        return
+    pool = WorkerPool(n_jobs, functools.partial(_analyze_in_slot, out_root, device, max_new_tokens),
+                      lambda reason: ("error", f"{reason}; run again to retry"), threads, job=job,
+                      preload=("picollm.analysis",))
+    try:
+        yield from pool.run(todo)
+    finally:
+        pool.close()
 
 
 def available_cores() -> int:
@@ -373,7 +393,6 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     jobs running then, picollm/resources.py), so jobs started side by side do not oversubscribe the CPU.
     df.attrs["tally"] = {"analyzed": [...], "up_to_date": [...], "skipped": {run: reason}, "failed": {run: error}}.
     """
-    from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     from picollm import resources
@@ -412,25 +431,16 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     if todo:
         previous_threads = torch.get_num_threads()
         with resources.registered("analyze", n_jobs) as job:
-            if n_jobs == 1:  # in-process: no worker start-up cost, and tests can patch it
-                results = (_analyze_job(r, out_root, device, threads, max_new_tokens, job) for r in todo)
-            else:
-                jobs = (delayed(_analyze_job)(r, out_root, device, threads, max_new_tokens, job) for r in todo)
-                results = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(jobs)
+            results = _analysis_results(todo, n_jobs, out_root, device, threads, max_new_tokens, job)
             try:
-                for run, outcome, message in tqdm(results, total=len(todo), desc="analyze", dynamic_ncols=True):
+                for run_dir, (outcome, message) in tqdm(results, total=len(todo), desc="analyze",
+                                                        dynamic_ncols=True):
                     if outcome == "ok":
-                        tally["analyzed"].append(run)
-                        log.info(f"{run}: analysed ({message})")
+                        tally["analyzed"].append(run_dir.name)
+                        log.info(f"{run_dir.name}: analysed ({message})")
                     else:
-                        tally["failed"][run] = message
-                        log.error(f"{run}: FAILED: {message}")
-            except Exception as e:  # a worker process died (killed, out of memory): the rows written so far stay
-                reported = set(tally["analyzed"]) | set(tally["failed"])
-                for run in (r.name for r in todo if r.name not in reported):
-                    tally["failed"][run] = f"worker died ({e.__class__.__name__}); run again to retry"
-                log.error(f"a worker died ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                          f"{len(todo) - len(reported)} run(s) not analysed")
+                        tally["failed"][run_dir.name] = message
+                        log.error(f"{run_dir.name}: FAILED: {message}")
             finally:
                 torch.set_num_threads(previous_threads)
 

@@ -35,20 +35,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
+import functools
 import math
-import multiprocessing as mp
 import os
 import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +58,7 @@ from picollm.config import RunConfig
 from picollm.errors import ConfigError, PicoError
 from picollm.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
 from picollm.log import capture_records, get_logger, replay_records, setup_logging
+from picollm.pool import Slot, WorkerPool
 from picollm.runs import FINISHED, atomic_write_json, read_metrics, read_status, run_summary, write_status
 from picollm.search import (
     OPTUNA_SAMPLERS,
@@ -283,143 +281,37 @@ def move_aside(run_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 # executors: run jobs, yield (job, result) as each finishes
 # --------------------------------------------------------------------------------------------------
-def _exit_with_batch(lifeline) -> None:
-    """Exit at once, even mid-run, when the batch process dies (its end of the lifeline closes), so no orphan
-    keeps training a run that a rerun of the batch is about to resume."""
-
-    def watch() -> None:
-        try:
-            lifeline.recv_bytes()
-        except (EOFError, OSError):
-            pass
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="lifeline").start()
+def run_job_in_slot(fn: Callable[..., dict], payload: tuple, slot: Slot) -> dict[str, Any]:
+    """A batch task in a local worker: the run on the slot's GPU (GPU packing) and at its threads, unless the
+    config fixes them."""
+    cfg_dict, stop_at_step, fresh, trial = payload
+    if slot.device and str(cfg_dict.get("device", "")).startswith("cuda"):
+        cfg_dict = {**cfg_dict, "device": slot.device}
+    if not cfg_dict.get("threads"):
+        cfg_dict = {**cfg_dict, "threads": slot.threads}
+    return fn(cfg_dict, stop_at_step, fresh, **({"trial": trial} if trial else {}))
 
 
-def _worker_main(slot: int, device: str | None, threads: int, log_path: str | None, conn, lifeline,
-                 fn: Callable[..., dict]) -> None:
-    """A local worker: receive (job id, config, stop step), send back (job id, result), until told to stop."""
-    _exit_with_batch(lifeline)
-    import torch
-    from tqdm.auto import tqdm
-
-    import picollm.train  # noqa: F401  (imported once per worker, before the first job)
-
-    if threads:
-        torch.set_num_threads(threads)
-    tqdm.set_lock(threading.RLock())  # tqdm's default is a multiprocessing lock, leaked when a worker is stopped
-    if log_path:
-        logger = get_logger()
-        logger.setLevel(logging.INFO)
-        handler = logging.FileHandler(log_path)
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [worker {slot}] %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:  # the batch process is gone
-            return
-        if message is None:
-            return
-        job_id, cfg_dict, stop_at_step, fresh, trial = message
-        if device and str(cfg_dict.get("device", "")).startswith("cuda"):
-            cfg_dict = {**cfg_dict, "device": device}  # GPU packing: this slot's GPU
-        if cfg_dict.get("threads"):
-            torch.set_num_threads(cfg_dict["threads"])
-        conn.send((job_id, fn(cfg_dict, stop_at_step, fresh, **({"trial": trial} if trial else {}))))
-
-
-def worker_context() -> mp.context.BaseContext:
-    """forkserver where available: one server process imports torch once and every worker forks from it
-    (fast to start, and safe: the server has never run a torch thread pool or touched CUDA); else spawn."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["picollm.train"])
-        return ctx
-    return mp.get_context("spawn")
+def failed_result(reason: str) -> dict[str, Any]:
+    return {"status": "failed", "seconds": 0.0, "reason": reason}
 
 
 class LocalPool:
-    """`workers` processes (forkserver / spawn: never a fork of the batch process), each fed one job at a time
-    through its own pipe.
-
-    A job is sent to a known worker, so when a worker dies the batch knows which run it was training:
-    that run fails, the worker is replaced, and the other runs carry on.
-
-    threads: torch threads per worker; 0 sizes them as each job starts, to the cores left by the other
-    picollm jobs running then (job: this batch's registration).
-    """
+    """The batch's jobs on picollm.pool's worker processes: a run whose worker dies fails, the worker is
+    replaced and the other runs carry on. fn(cfg_dict, stop_at_step, fresh[, trial]) trains one job."""
 
     def __init__(self, workers: int, threads: int, devices: list[str] | None = None,
                  log_path: Path | None = None, fn: Callable[..., dict] = run_job,
                  job: resources.Registration | None = None) -> None:
-        self.ctx = worker_context()
-        self.threads, self.devices, self.fn, self.job = threads, devices, fn, job
-        self.log_path = str(log_path) if log_path else None
-        self.slots: list[tuple[Any, Any] | None] = [None] * workers
-        self.lifeline_r, self.lifeline_w = self.ctx.Pipe(duplex=False)  # only this process holds the write end
-
-    def _start(self, slot: int) -> None:
-        device = self.devices[slot % len(self.devices)] if self.devices else None
-        parent_conn, child_conn = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker_main, daemon=True, name=f"picollm-worker-{slot}",
-                                args=(slot, device, self.threads, self.log_path, child_conn, self.lifeline_r, self.fn))
-        proc.start()
-        child_conn.close()
-        self.slots[slot] = (proc, parent_conn)
+        self.pool = WorkerPool(workers, functools.partial(run_job_in_slot, fn), failed_result, threads, devices,
+                               str(log_path) if log_path else None, job, preload=("picollm.train",))
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
-        """Yield (job, result) as each job finishes. jobs may grow while the results are consumed (an
-        ask-and-tell sampler appends the next trial's job as each result comes back)."""
-        sent = 0
-        busy: dict[int, int] = {}  # slot -> job index
-        while sent < len(jobs) or busy:
-            for slot in range(len(self.slots)):
-                if sent < len(jobs) and slot not in busy:
-                    if self.slots[slot] is None or not self.slots[slot][0].is_alive():
-                        self._start(slot)
-                    i, sent = sent, sent + 1
-                    cfg = jobs[i].cfg.to_dict()
-                    if not cfg.get("threads"):
-                        cfg["threads"] = self.threads or resources.threads_per_process(len(self.slots), self.job)
-                    self.slots[slot][1].send((i, cfg, jobs[i].stop_at_step, jobs[i].fresh, jobs[i].trial))
-                    busy[slot] = i
-            handles = {}
-            for slot in busy:
-                proc, conn = self.slots[slot]
-                handles[conn], handles[proc.sentinel] = slot, slot
-            for ready in wait_any(list(handles)):
-                slot = handles[ready]
-                if slot not in busy:
-                    continue  # its pipe and its sentinel were both ready
-                proc, conn = self.slots[slot]
-                try:
-                    if not conn.poll():
-                        raise EOFError
-                    job_id, result = conn.recv()
-                except (EOFError, OSError):
-                    proc.join(timeout=5)
-                    job_id = busy[slot]
-                    result = {"status": "failed", "seconds": 0.0,
-                              "reason": f"worker process died (exit code {proc.exitcode}): killed or out of memory"}
-                    self.slots[slot] = None
-                del busy[slot]
-                yield jobs[job_id], result
+        """Yield (job, result) as each job finishes; jobs may grow while the results are consumed."""
+        return self.pool.run(jobs, lambda j: (j.cfg.to_dict(), j.stop_at_step, j.fresh, j.trial))
 
     def close(self) -> None:
-        """Stop the workers: idle ones hold nothing, and a busy one's run resumes from its last checkpoint."""
-        for entry in self.slots:
-            if entry is not None:
-                entry[0].terminate()
-        for entry in self.slots:
-            if entry is not None:
-                entry[0].join()
-                entry[1].close()
-        self.slots = [None] * len(self.slots)
-        self.lifeline_r.close()
-        self.lifeline_w.close()
+        self.pool.close()
 
 
 def import_ray():

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_no_errors
 from markupsafe import escape
 
 import picollm.report as report_module
@@ -214,27 +215,6 @@ def test_playground_link_only_when_configured(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------
 # real browser
 # --------------------------------------------------------------------------------------------------
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium / chromedriver not installed (apt-get install -y chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-
-
 def open_page(driver, path: Path) -> None:
     """Load a page from disk and wait for it and its images; no console error on the way."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -243,11 +223,6 @@ def open_page(driver, path: Path) -> None:
     WebDriverWait(driver, 20).until(lambda d: d.execute_script(
         "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)"))
     assert_no_errors(driver)
-
-
-def assert_no_errors(driver) -> None:
-    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    assert not errors, errors
 
 
 def column(driver, index: int) -> list[str]:
