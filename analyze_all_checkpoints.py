@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Analyse every run under --checkpoints in parallel and keep one row per run in <out>/summary_cache.csv.
+"""Analyse every run under --checkpoints in parallel and keep one row per run in <out>/runs.csv.
 
     python analyze_all_checkpoints.py --checkpoints checkpoints --out analysis_runs --workers 2
     python analyze_all_checkpoints.py --no-skip_existing      # re-analyse everything

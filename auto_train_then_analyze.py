@@ -24,7 +24,7 @@ from picollm.cli import ArgumentParser, run_cli
 from picollm.errors import ConfigError
 from picollm.generate import DecodeConfig
 from picollm.log import get_logger, setup_logging
-from picollm.summary import add_summary_args, check_summary_inputs, families, summarize
+from picollm.study import add_summary_args, check_summary_inputs, families, summarize
 
 log = get_logger()
 

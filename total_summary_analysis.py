@@ -12,7 +12,7 @@ import argparse
 
 from picollm.cli import ArgumentParser, run_cli
 from picollm.log import setup_logging
-from picollm.summary import add_summary_args, summarize
+from picollm.study import add_summary_args, summarize
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from picollm.config import RunConfig
 from picollm.resources import cpu_cores, running_jobs
-from picollm.table import SUMMARY_COLUMNS, TABLE_NAME, TIMING_COLUMNS, read_summary_table
+from picollm.table import TABLE_COLUMNS, TABLE_NAME, TIMING_COLUMNS, read_table
 from picollm.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +100,8 @@ class Bench:
 
 
 def check_table(out: Path, reference: pd.DataFrame | None, runs: int) -> pd.DataFrame:
-    table = read_summary_table(out / TABLE_NAME)
-    assert list(table.columns) == SUMMARY_COLUMNS, "summary table columns changed"
+    table = read_table(out / TABLE_NAME)
+    assert list(table.columns) == TABLE_COLUMNS, "summary table columns changed"
     assert len(table) == runs and table["run"].is_unique, f"{len(table)} rows for {runs} runs"
     if reference is not None:
         drop = list(TIMING_COLUMNS)

@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from picollm.report import CURVES_FILE, write_report  # noqa: E402
 from picollm.runs import METRIC_COLUMNS  # noqa: E402
-from picollm.table import SUMMARY_COLUMNS, TABLE_NAME  # noqa: E402
+from picollm.table import TABLE_COLUMNS, TABLE_NAME  # noqa: E402
 
 FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
 CORPORA = ["tinyshakespeare", "wikitext2", "ptb"]
 
 
 def synthesise(root: Path, n: int, evals: int, seed: int = 0) -> None:
-    """root/analysis_runs/summary_cache.csv with n rows, and root/checkpoints/<run>/metrics.csv for each."""
+    """root/analysis_runs/runs.csv with n rows, and root/checkpoints/<run>/metrics.csv for each."""
     rng = np.random.default_rng(seed)
     ar, ck = root / "analysis_runs", root / "checkpoints"
     ar.mkdir(parents=True)
@@ -66,7 +66,7 @@ def synthesise(root: Path, n: int, evals: int, seed: int = 0) -> None:
                          val_loss=float(val.min()), val_ppl=float(np.exp(val.min())),
                          token_accuracy=float(0.7 - 0.1 * val.min()), test_ppl=float(np.exp(val.min() + 0.02)),
                          test_acc=0.4, test_ppl_rare=900.0, test_ppl_medium=40.0, test_ppl_frequent=5.0))
-    pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS).to_csv(ar / TABLE_NAME, index=False)
+    pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS).to_csv(ar / TABLE_NAME, index=False)
 
 
 def chromium():

@@ -5,7 +5,7 @@
 
 Fills a fresh table with --rows rows (one bulk transaction), then adds --adds rows one at a time the way
 analysis workers do (a new connection and transaction each: upsert_rows) and prints the milliseconds per
-row. For comparison it times the old way, a read-modify-atomic-replace of the whole summary_cache.csv per
+row. For comparison it times the old way, a read-modify-atomic-replace of the whole runs.csv per
 row, at --csv_rows rows (it is O(rows) per row, so it is measured at a smaller table). Finally it exports
 the csv once and reads the whole table back, the two whole-table operations an analysis does once.
 """
@@ -24,7 +24,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from picollm.runs import atomic_write_text  # noqa: E402
-from picollm.table import SUMMARY_COLUMNS, TABLE_NAME, export_table, read_summary_table, upsert_rows  # noqa: E402
+from picollm.table import TABLE_COLUMNS, TABLE_NAME, export_table, read_table, upsert_rows  # noqa: E402
 
 
 def fake_row(i: int, rng: random.Random) -> dict:
@@ -38,7 +38,7 @@ def fake_row(i: int, rng: random.Random) -> dict:
 def csv_rewrite_per_row(path: Path, table: pd.DataFrame, row: dict) -> pd.DataFrame:
     """The pre-database writer: read the whole csv, replace the row, sort, write the whole csv back."""
     old = pd.read_csv(path, dtype=str, keep_default_na=False)
-    new = pd.DataFrame([{c: str(row.get(c, "")) for c in SUMMARY_COLUMNS}])
+    new = pd.DataFrame([{c: str(row.get(c, "")) for c in TABLE_COLUMNS}])
     table = pd.concat([old[old["run"] != row["run"]], new]).sort_values("run")
     atomic_write_text(path, table.to_csv(index=False))
     return table
@@ -64,7 +64,7 @@ def main() -> None:
 
         csv_dir.mkdir()
         path = csv_dir / TABLE_NAME
-        seed = pd.DataFrame([{c: fake_row(i, rng).get(c, "") for c in SUMMARY_COLUMNS} for i in range(args.csv_rows)])
+        seed = pd.DataFrame([{c: fake_row(i, rng).get(c, "") for c in TABLE_COLUMNS} for i in range(args.csv_rows)])
         seed.to_csv(path, index=False)
         adds = max(5, args.adds // 20)
         t = time.perf_counter()
@@ -79,7 +79,7 @@ def main() -> None:
         export_table(db_dir)
         export_s = time.perf_counter() - t
         t = time.perf_counter()
-        table = read_summary_table(db_dir / TABLE_NAME)
+        table = read_table(db_dir / TABLE_NAME)
         print(f"export of {len(table):,} rows to csv: {export_s:.2f} s; read back: "
               f"{time.perf_counter() - t:.2f} s")
 

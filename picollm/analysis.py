@@ -9,7 +9,7 @@ analyze_run(run_dir) writes analysis_runs/<run>/:
                                means the analysis is complete)
 
 analyze_all(checkpoints_dir) analyses every run in parallel (picollm.pool's worker processes) and keeps one row per
-run in analysis_runs/summary_cache.csv (picollm.table owns that file): each worker adds its row as soon as its
+run in analysis_runs/runs.csv (picollm.table owns that file): each worker adds its row as soon as its
 run is done.
 """
 
@@ -52,10 +52,10 @@ from picollm.runs import (
 from picollm.table import (
     BUCKETS,
     CONFIG_COLUMNS,
-    SUMMARY_COLUMNS,
+    TABLE_COLUMNS,
     TABLE_NAME,
     export_table,
-    read_summary_table,
+    read_table,
     upsert_rows,
 )
 
@@ -230,9 +230,9 @@ def _num(x: Any) -> float:
     return float(x) if x is not None and pd.notna(x) else math.nan
 
 
-def summary_row(run_dir: Path, config: dict, status: dict, metrics: pd.DataFrame, best_step: int,
+def table_row(run_dir: Path, config: dict, status: dict, metrics: pd.DataFrame, best_step: int,
                 test: dict[str, float], analyzed_at: str) -> dict[str, Any]:
-    """The run's row of summary_cache.csv (SUMMARY_COLUMNS)."""
+    """The run's row of runs.csv (TABLE_COLUMNS)."""
     trained = metrics[metrics["step"] > 0]
     at_best = metrics[metrics["step"] == best_step]
     best = at_best.iloc[-1] if len(at_best) else pd.Series(dtype=float)
@@ -250,9 +250,9 @@ def summary_row(run_dir: Path, config: dict, status: dict, metrics: pd.DataFrame
                final_val_loss=_num(last["val_loss"]), val_loss=_num(best.get("val_loss")),
                val_ppl=_num(best.get("perplexity")), token_accuracy=_num(best.get("token_accuracy")),
                best_step=best_step)
-    row.update({k: v for k, v in test.items() if k in SUMMARY_COLUMNS})
+    row.update({k: v for k, v in test.items() if k in TABLE_COLUMNS})
     row["analyzed_at"] = analyzed_at
-    return {c: row.get(c) for c in SUMMARY_COLUMNS}
+    return {c: row.get(c) for c in TABLE_COLUMNS}
 
 
 def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", device: str = "cpu",
@@ -260,7 +260,7 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     """Analyse one run into out_root/<run>/ and return its summary (the content of summary.json).
 
     The summary holds the full config, the status, the final and best metrics, the test evaluation and
-    `row`, the run's summary_cache.csv row. A missing or corrupt file raises a one-line CheckpointError.
+    `row`, the run's runs.csv row. A missing or corrupt file raises a one-line CheckpointError.
     """
     from picollm.devices import resolve_device
     from picollm.runs import load_run
@@ -299,7 +299,7 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
                  read_train_log(run_dir))
 
     analyzed_at = time.strftime("%Y-%m-%dT%H:%M:%S")
-    row = summary_row(run_dir, config, status, metrics, checkpoints["best"], test, analyzed_at)
+    row = table_row(run_dir, config, status, metrics, checkpoints["best"], test, analyzed_at)
     at_best = metrics[metrics["step"] == checkpoints["best"]]
     summary = {"run": run_dir.name, "run_dir": str(run_dir), "analyzed_at": analyzed_at, "config": config,
                "status": status, "checkpoints": checkpoints,
@@ -384,7 +384,7 @@ def available_cores() -> int:
 def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Path = "analysis_runs",
                 workers: int = 1, skip_existing: bool = True, device: str = "cpu",
                 max_new_tokens: int = DecodeConfig.max_new_tokens, threads: int = 0) -> pd.DataFrame:
-    """Analyse every run under checkpoints_dir into out_root; return summary_cache.csv as a DataFrame.
+    """Analyse every run under checkpoints_dir into out_root; return runs.csv as a DataFrame.
 
     skip_existing skips runs whose summary.json is newer than their checkpoints (re-adding their row if the
     table lost it). Unfinished runs are skipped with a reason; a failing run is logged and does not stop the
@@ -408,7 +408,7 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     tally: dict[str, Any] = {"analyzed": [], "up_to_date": [], "skipped": {}, "failed": {}}
     todo: list[Path] = []
     restore: list[dict] = []
-    in_table = set(read_summary_table(table_path)["run"])
+    in_table = set(read_table(table_path)["run"])
     for run_dir in candidate_runs(checkpoints_dir):
         reason = skip_reason(run_dir)
         if reason:
@@ -448,6 +448,6 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
              f"{len(tally['skipped'])} skipped (unfinished), {len(tally['failed'])} failed"
              + (f" ({', '.join(sorted(tally['failed']))})" if tally["failed"] else "") + f"; table {table_path}")
     export_table(out_root)
-    table = read_summary_table(table_path)
+    table = read_table(table_path)
     table.attrs["tally"] = tally
     return table

@@ -31,8 +31,8 @@ from matplotlib.ticker import LogLocator, MaxNLocator
 
 from picollm.config import MODEL_FIELDS, RUNTIME_FIELDS, RunConfig
 from picollm.errors import CheckpointError, PicoError
-from picollm.summary import LABELS, Skip, _numeric, _save, families
-from picollm.table import SUMMARY_COLUMNS, SUMMARY_TEXT_COLUMNS
+from picollm.study import LABELS, Skip, _numeric, _save, families
+from picollm.table import TABLE_COLUMNS, TEXT_COLUMNS
 
 #: RunConfig settings that say where a run ran, how it was seeded or where it started, not what it trained
 NOT_SETTINGS = RUNTIME_FIELDS | {"model", "seed", "parent"}
@@ -42,7 +42,7 @@ COLOR_PRIORITY = ("lr", "embed", "hidden", "layers", "heads", "k", "inner_layers
                   "block_size", "weight_decay", "activation")
 #: settings searched on log grids: drawn on a log scale whenever they are all positive
 LOG_SETTINGS = frozenset({"lr", "muon_lr", "learning_rate", "weight_decay"})
-#: summary_cache.csv columns that name a run rather than describe it: never a colour
+#: runs.csv columns that name a run rather than describe it: never a colour
 NOT_COLORS = frozenset({"run", "run_dir", "fingerprint", "status_reason", "analyzed_at"})
 #: the three x axes of a learning-curve figure: metrics.csv column, axis label
 CURVE_X = [("step", "training step (count)"), ("tokens_seen", "tokens seen (count)"),
@@ -91,20 +91,20 @@ def default_color_by(runs: pd.DataFrame, family: str) -> str | None:
 
 
 def check_color_by(column: str | None) -> None:
-    """A one-line PicoError unless `column` is a summary_cache.csv column a run can be coloured by."""
+    """A one-line PicoError unless `column` is a runs.csv column a run can be coloured by."""
     if column is None:
         return
-    allowed = [c for c in SUMMARY_COLUMNS if c not in NOT_COLORS]
+    allowed = [c for c in TABLE_COLUMNS if c not in NOT_COLORS]
     if column not in allowed:
         close = difflib.get_close_matches(column, allowed, n=3)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise PicoError(f"--color_by {column!r} is not a setting or metric of summary_cache.csv; {hint}choose e.g. "
-                        f"{', '.join(COLOR_PRIORITY[:8])} (the header of summary_cache.csv lists them all)")
+        raise PicoError(f"--color_by {column!r} is not a setting or metric of runs.csv; {hint}choose e.g. "
+                        f"{', '.join(COLOR_PRIORITY[:8])} (the header of runs.csv lists them all)")
 
 
 def is_categorical(values: pd.Series, column: str) -> bool:
     """Text and yes/no settings are levels; numbers are a scale."""
-    return (column in SUMMARY_TEXT_COLUMNS or pd.api.types.is_bool_dtype(values)
+    return (column in TEXT_COLUMNS or pd.api.types.is_bool_dtype(values)
             or not pd.api.types.is_numeric_dtype(values))
 
 
@@ -236,9 +236,9 @@ def load_curves(runs: pd.DataFrame, analysis_dir: Path) -> tuple[dict[Any, pd.Da
         path = resolve_run_dir(row.get("run_dir"), analysis_dir)
         if path is None:
             recorded = row.get("run_dir")
-            missing[str(row["run"])] = (f"run directory {recorded} not found (summary_cache.csv moved without its "
+            missing[str(row["run"])] = (f"run directory {recorded} not found (runs.csv moved without its "
                                         "checkpoints?)" if isinstance(recorded, str) and recorded.strip()
-                                        else "no run_dir in summary_cache.csv")
+                                        else "no run_dir in runs.csv")
             continue
         try:
             metrics = read_metrics(path)

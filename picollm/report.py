@@ -38,7 +38,7 @@ import pandas as pd
 from picollm.errors import CheckpointError
 from picollm.log import get_logger
 from picollm.runs import atomic_write_text, read_json, read_metrics
-from picollm.table import BUCKETS, CONFIG_COLUMNS, TABLE_NAME, read_summary_table
+from picollm.table import BUCKETS, CONFIG_COLUMNS, TABLE_NAME, read_table
 
 log = get_logger()
 
@@ -548,7 +548,7 @@ def write_report(analysis_dir: Path | str = "analysis_runs", playground_url: str
     analysis_dir = Path(analysis_dir)
     playground = playground_url if playground_url is not None else os.environ.get(PLAYGROUND_ENV) or None
     cache = analysis_dir / TABLE_NAME
-    df = read_summary_table(cache)
+    df = read_table(cache)
     if df["learning_rate"].isna().all() and "lr" in df.columns:
         df["learning_rate"] = df["lr"]
     df = df.sort_values("val_loss", na_position="last", kind="stable")

@@ -3,12 +3,12 @@
 The rows live in analysis_runs/runs.sqlite (SQLite in WAL mode, the embedded store MLflow and Optuna use):
 each run's analysis upserts its row as soon as it finishes, in one short transaction, so concurrent
 analyses never block each other for long, a crash loses no finished row, and adding a row costs the same
-at 100,000 rows as at 10. analysis_runs/summary_cache.csv is the database's export, sorted by run, cells
+at 100,000 rows as at 10. analysis_runs/runs.csv is the database's export, sorted by run, cells
 as text, so its content depends only on the set of rows, never on the order they arrived in; it is what
-people open in a spreadsheet. A summary_cache.csv without a database beside it (an older analysis, or one
-written by hand) is read, validated and imported on the next write.
+people open in a spreadsheet. A runs.csv without a database beside it (written by hand, or an older
+analysis's summary_cache.csv) is read, validated and imported on the next write.
 
-Light to import (no torch): the summary and the report read it too.
+Light to import (no torch): the study and the report read it too.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from picollm.config import RunConfig
 from picollm.errors import CheckpointError
 from picollm.runs import atomic_write_text
 
-TABLE_NAME = "summary_cache.csv"
+TABLE_NAME = "runs.csv"
+#: the export's name until 2026-11-28: an analysis folder holding only this is imported from it
+LEGACY_TABLE_NAME = "summary_cache.csv"
 DB_NAME = "runs.sqlite"
 #: seconds a writer waits for another's transaction (each is one row: milliseconds) before giving up
 BUSY_TIMEOUT_S = 120
@@ -40,8 +42,8 @@ BUSY_TIMEOUT_S = 120
 BUCKETS = ("rare", "medium", "frequent")
 #: every RunConfig setting, by its own name (empty where the family ignores it)
 CONFIG_COLUMNS = [f.name for f in fields(RunConfig) if f.name != "model"]
-#: the schema of analysis_runs/summary_cache.csv (plots and the HTML report read it; keep it stable)
-SUMMARY_COLUMNS = (
+#: the schema of analysis_runs/runs.csv (plots and the HTML report read it; keep it stable)
+TABLE_COLUMNS = (
     ["run", "run_dir", "fingerprint", "model"]
     + CONFIG_COLUMNS
     + ["learning_rate", "params", "vocab_size", "status", "status_reason", "steps", "train_seconds",
@@ -53,8 +55,8 @@ SUMMARY_COLUMNS = (
 TIMING_COLUMNS = ("analyzed_at",)
 
 
-#: text columns of summary_cache.csv; every other column holds a number or nothing (a diverged run has no loss)
-SUMMARY_TEXT_COLUMNS = frozenset(["run", "run_dir", "fingerprint", "model", "status", "status_reason", "analyzed_at"]
+#: text columns of runs.csv; every other column holds a number or nothing (a diverged run has no loss)
+TEXT_COLUMNS = frozenset(["run", "run_dir", "fingerprint", "model", "status", "status_reason", "analyzed_at"]
                                  + [f.name for f in fields(RunConfig) if isinstance(f.default, (str, bool))])
 #: what pandas reads as a missing number: such a cell is empty, not text in a numeric column
 _NA_WORDS = frozenset(["", "nan", "-nan", "na", "n/a", "#n/a", "null", "none", "<na>"])
@@ -111,7 +113,7 @@ def _bad_cells(header: list[str], body: list[list[str]], lines: list[int], requi
     for i, name in enumerate(header):
         cells = pd.Series([row[i] for row in body], dtype=object)
         empty = cells.str.strip().str.lower().isin(_NA_WORDS)
-        if name in SUMMARY_COLUMNS and name not in SUMMARY_TEXT_COLUMNS:
+        if name in TABLE_COLUMNS and name not in TEXT_COLUMNS:
             bad, what = ~empty & pd.to_numeric(cells, errors="coerce").isna(), "is not a number"
         elif name == "model":
             from picollm.models import FAMILIES  # imported here: the model registry brings torch
@@ -119,7 +121,7 @@ def _bad_cells(header: list[str], body: list[list[str]], lines: list[int], requi
             bad, what = ~empty & ~cells.isin(list(FAMILIES)), f"is not a model family ({', '.join(FAMILIES)})"
         else:
             bad, what = pd.Series(False, index=cells.index), ""
-        if name in required and name in SUMMARY_TEXT_COLUMNS:
+        if name in required and name in TEXT_COLUMNS:
             bad, what = bad | empty, f"is empty{' or ' + what.removeprefix('is ') if what else ''}"
         if bad.any():
             where = [lines[j] for j in bad[bad].index]
@@ -128,10 +130,10 @@ def _bad_cells(header: list[str], body: list[list[str]], lines: list[int], requi
     return problems
 
 
-def read_summary_table(path: str | Path, required: Iterable[str] = ("run",)) -> pd.DataFrame:
-    """The table of all runs as a DataFrame with exactly SUMMARY_COLUMNS (empty when there is none).
+def read_table(path: str | Path, required: Iterable[str] = ("run",)) -> pd.DataFrame:
+    """The table of all runs as a DataFrame with exactly TABLE_COLUMNS (empty when there is none).
 
-    path names summary_cache.csv; the database beside it is read when there is one (its rows are the
+    path names runs.csv; the database beside it is read when there is one (its rows are the
     truth, the csv only their last export). A csv alone is checked before pandas sees it, since pandas
     silently pads a short row, shifts a long one into the index and draws a text cell as a category: a
     one-line CheckpointError names the file, the bad lines and the fix for bytes that are not UTF-8, a row
@@ -140,9 +142,9 @@ def read_summary_table(path: str | Path, required: Iterable[str] = ("run",)) -> 
     """
     path = Path(path)
     if (path.parent / DB_NAME).exists():  # rows picollm wrote itself: no need to check every cell
-        return pd.read_csv(io.StringIO(_export_text(path.parent))).reindex(columns=SUMMARY_COLUMNS)
+        return pd.read_csv(io.StringIO(_export_text(path.parent))).reindex(columns=TABLE_COLUMNS)
     if not path.exists():
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=TABLE_COLUMNS)
     return _checked_table(_decode(path), path, required)
 
 
@@ -158,7 +160,7 @@ def _checked_table(text: str, path: Path, required: Iterable[str]) -> pd.DataFra
         more = f"; and {len(problems) - 2} more column(s)" if len(problems) > 2 else ""
         raise CheckpointError(f"{path}: {'; '.join(problems[:2])}{more}; {_TABLE_FIX}")
     table = pd.read_csv(io.StringIO(text))
-    return table.reindex(columns=SUMMARY_COLUMNS)
+    return table.reindex(columns=TABLE_COLUMNS)
 
 
 def _cell(value: Any) -> str:
@@ -208,17 +210,18 @@ def _create(analysis_dir: Path) -> None:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: readers never wait, writers only for each other
             # one JSON object of text cells per run: the schema can grow (new settings) without migrations
             con.execute("CREATE TABLE runs (run TEXT PRIMARY KEY, cells TEXT NOT NULL)")
-            _write(con, _legacy_rows(analysis_dir / TABLE_NAME))
+            csv_path = analysis_dir / TABLE_NAME
+            _write(con, _legacy_rows(csv_path if csv_path.exists() else analysis_dir / LEGACY_TABLE_NAME))
         os.replace(tmp, db)
 
 
 def _row_cells(row: dict[str, Any]) -> str:
-    cells = ((c, _cell(row.get(c))) for c in SUMMARY_COLUMNS)
+    cells = ((c, _cell(row.get(c))) for c in TABLE_COLUMNS)
     return json.dumps({c: v for c, v in cells if v != ""}, sort_keys=True)
 
 
 def upsert_rows(analysis_dir: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Insert or replace these rows (by run) in the database, in one transaction. A summary_cache.csv
+    """Insert or replace these rows (by run) in the database, in one transaction. A runs.csv
     without a database (an older analysis) is imported first, so none of its rows is lost."""
     analysis_dir = Path(analysis_dir)
     if not (analysis_dir / DB_NAME).exists():
@@ -242,12 +245,12 @@ def _write(con: sqlite3.Connection, items: list[tuple[str, str]]) -> None:
 
 
 def _legacy_rows(csv_path: Path) -> list[tuple[str, str]]:
-    """The rows of a summary_cache.csv written before the database, cells kept exactly as written."""
+    """The rows of a runs.csv written before the database, cells kept exactly as written."""
     if not csv_path.exists():
         return []
     _checked_table(_decode(csv_path), csv_path, ("run",))  # a broken table is refused, not imported
     old = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    return [(r["run"], json.dumps({c: v for c, v in r.items() if c in SUMMARY_COLUMNS and v != ""}, sort_keys=True))
+    return [(r["run"], json.dumps({c: v for c, v in r.items() if c in TABLE_COLUMNS and v != ""}, sort_keys=True))
             for r in old.to_dict("records")]
 
 
@@ -256,15 +259,15 @@ def _export_text(analysis_dir: Path) -> str:
     items = _shared_connection(analysis_dir / DB_NAME).execute("SELECT cells FROM runs ORDER BY run").fetchall()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SUMMARY_COLUMNS)
+    writer.writerow(TABLE_COLUMNS)
     for (cells,) in items:
         d = json.loads(cells)
-        writer.writerow([d.get(c, "") for c in SUMMARY_COLUMNS])
+        writer.writerow([d.get(c, "") for c in TABLE_COLUMNS])
     return out.getvalue()
 
 
 def export_table(analysis_dir: str | Path) -> Path:
-    """Write summary_cache.csv from the database (atomically); return its path."""
+    """Write runs.csv from the database (atomically); return its path."""
     analysis_dir = Path(analysis_dir)
     path = analysis_dir / TABLE_NAME
     if (analysis_dir / DB_NAME).exists():
@@ -274,7 +277,7 @@ def export_table(analysis_dir: str | Path) -> Path:
     return path
 
 
-def update_summary_table(path: str | Path, rows: list[dict[str, Any]]) -> None:
+def update_table(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Insert or replace the rows (by run) of the table whose csv is `path`, then re-export the csv.
 
     Exporting is O(rows in the table): for many rows one after another (an analysis), call upsert_rows per

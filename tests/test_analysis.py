@@ -27,7 +27,7 @@ from picollm.errors import CheckpointError
 from picollm.evaluate import evaluate
 from picollm.log import get_logger
 from picollm.runs import load_run
-from picollm.table import SUMMARY_COLUMNS, TIMING_COLUMNS, read_summary_table, update_summary_table
+from picollm.table import TABLE_COLUMNS, TIMING_COLUMNS, read_table, update_table
 from picollm.train import train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def test_run_analysis_writes_generations_curves_and_summary(base):
 
     assert summary["status"]["status"] == "done" and "val_loss" in summary["final_metrics"]
     row = summary["row"]
-    assert sorted(row) == sorted(SUMMARY_COLUMNS) and summary["config"]["fingerprint"] == row["fingerprint"]
+    assert sorted(row) == sorted(TABLE_COLUMNS) and summary["config"]["fingerprint"] == row["fingerprint"]
     cfg, _, _, best = load_run(run)
     assert row["learning_rate"] == cfg.lr == row["lr"] and row["k"] is None  # the transformer ignores k
     assert row["val_loss"] == pytest.approx(best["val_loss"]) and row["best_step"] == best["step"]
@@ -151,7 +151,7 @@ def test_test_evaluation_covers_the_whole_split_and_buckets_add_up(base):
 def test_table_schema_skip_existing_and_new_runs(base, trained, tmp_path):
     ck0, out0, first = base
     names = [p.name for p in runs_in(ck0)]
-    assert list(first.columns) == SUMMARY_COLUMNS and list(first["run"]) == names
+    assert list(first.columns) == TABLE_COLUMNS and list(first["run"]) == names
     assert sorted(first.attrs["tally"]["analyzed"]) == names and not first.attrs["tally"]["failed"]
 
     ck = Path(shutil.copytree(ck0, tmp_path / "checkpoints"))
@@ -168,10 +168,10 @@ def test_table_schema_skip_existing_and_new_runs(base, trained, tmp_path):
     third = analyze_all(ck, out, workers=1, **FAST)
     assert sorted(third.attrs["tally"]["analyzed"]) == sorted([stale.name, new.name])
     assert list(third["run"]) == sorted(names + [new.name])
-    kept = [c for c in SUMMARY_COLUMNS if c not in TIMING_COLUMNS and c != "run_dir"]  # a copy
+    kept = [c for c in TABLE_COLUMNS if c not in TIMING_COLUMNS and c != "run_dir"]  # a copy
     pd.testing.assert_frame_equal(third[third["run"] != new.name][kept].reset_index(drop=True), first[kept])
 
-    (out / "summary_cache.csv").unlink()  # a lost table is rebuilt from the summaries, without re-analysis
+    (out / "runs.csv").unlink()  # a lost table is rebuilt from the summaries, without re-analysis
     rebuilt = analyze_all(ck, out, workers=1, **FAST)
     assert rebuilt.attrs["tally"]["analyzed"] == []
     pd.testing.assert_frame_equal(rebuilt, third)
@@ -222,7 +222,7 @@ def test_a_run_failing_mid_batch_leaves_the_other_rows(trained, tmp_path, monkey
     ck = subset(trained, tmp_path / "checkpoints", [0, 1, 2])
     out = tmp_path / "out"
     runs = runs_in(ck)
-    update_summary_table(out / "summary_cache.csv", [{"run": "aaa-older-run", "params": 1}])
+    update_table(out / "runs.csv", [{"run": "aaa-older-run", "params": 1}])
     real = analysis.analyze_run
 
     def flaky(run_dir, *args, **kwargs):
@@ -301,26 +301,26 @@ def test_a_crash_loses_no_finished_row(trained, tmp_path):
     """)
     proc = run_cmd(["-c", script])
     assert proc.returncode == 3, proc.stderr
-    assert list(read_summary_table(out / "summary_cache.csv")["run"]) == [runs[0].name]
+    assert list(read_table(out / "runs.csv")["run"]) == [runs[0].name]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_concurrent_writers_do_not_lose_rows(tmp_path):
-    path = tmp_path / "summary_cache.csv"
+    path = tmp_path / "runs.csv"
     script = textwrap.dedent("""
         import sys
-        from picollm.table import update_summary_table
+        from picollm.table import update_table
         tag = sys.argv[1]
         for i in range(25):
-            update_summary_table(sys.argv[2], [{"run": f"{tag}-{i:02d}", "params": i, "test_loss": 0.5 * i}])
+            update_table(sys.argv[2], [{"run": f"{tag}-{i:02d}", "params": i, "test_loss": 0.5 * i}])
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", script, tag, str(path)], env=env, stderr=subprocess.PIPE)
              for tag in ("a", "b")]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
-    table = read_summary_table(path)
-    assert list(table.columns) == SUMMARY_COLUMNS
+    table = read_table(path)
+    assert list(table.columns) == TABLE_COLUMNS
     assert list(table["run"]) == [f"{t}-{i:02d}" for t in "ab" for i in range(25)]
     assert table["test_loss"].tolist() == [0.5 * i for _ in "ab" for i in range(25)]
 
@@ -342,7 +342,7 @@ def test_scripts_run_and_report_missing_directories(trained, tmp_path):
                     cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert summary.stat().st_mtime_ns > before  # --no-skip_existing re-analysed the up-to-date run
-    assert list(read_summary_table(tmp_path / "out" / "summary_cache.csv")["run"]) == [run.name]
+    assert list(read_table(tmp_path / "out" / "runs.csv")["run"]) == [run.name]
     for args in (["analyze_checkpoints.py", "--run", str(tmp_path / "missing")],
                  ["analyze_all_checkpoints.py", "--checkpoints", str(tmp_path / "missing")]):
         bad = run_cmd([str(REPO / args[0]), *args[1:]], cwd=tmp_path)

@@ -55,7 +55,7 @@ def workspace(tmp_path_factory, corpus) -> Path:
     (bad / "continue.yaml").write_text("base: {model: kgram_mlp, max_steps: 10}\ncontinue_best: .inf\n")
     ragged = ws / "ragged"
     ragged.mkdir()
-    (ragged / "summary_cache.csv").write_text("run,model,val_loss\na,lstm,1.5\nb,lstm,1.2,9,9\n")
+    (ragged / "runs.csv").write_text("run,model,val_loss\na,lstm,1.5\nb,lstm,1.2,9,9\n")
     return ws
 
 
@@ -118,7 +118,7 @@ CASES = [
     ("analyze_all_checkpoints.py --max_new_tokens -3", "--max_new_tokens must be an integer >= 0"),
     # the study of all runs
     ("total_summary_analysis.py --analysis_dir nope", "not found"),
-    ("total_summary_analysis.py --analysis_dir ragged", "summary_cache.csv"),
+    ("total_summary_analysis.py --analysis_dir ragged", "runs.csv"),
     # the whole pipeline: everything it was given is checked before the first run starts
     ("auto_train_then_analyze.py --fast --lr nan", "--lr must be a finite number > 0"),
     ("auto_train_then_analyze.py --fast --max_new_tokens -1", "--max_new_tokens must be an integer >= 0"),

@@ -29,7 +29,7 @@ from picollm.compare import (
 )
 from picollm.errors import PicoError
 from picollm.runs import write_metrics
-from picollm.summary import Skip, summarize
+from picollm.study import Skip, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,7 +186,7 @@ def test_runs_without_metrics_are_left_out_with_a_note(tmp_path):
     assert png.name == "curves_kgram_mlp_tinyshakespeare.png" and png.stat().st_size > 0
     assert set(notes) == {f"curves[{df.loc[1, 'run']}]", f"curves[{df.loc[2, 'run']}]"}
     assert "metrics.csv is missing" in notes[f"curves[{df.loc[1, 'run']}]"]
-    assert notes[f"curves[{df.loc[2, 'run']}]"] == "no run_dir in summary_cache.csv"
+    assert notes[f"curves[{df.loc[2, 'run']}]"] == "no run_dir in runs.csv"
     gone = df.assign(run_dir=str(tmp_path / "moved"))
     with pytest.raises(Skip, match=r"no kgram_mlp run on tinyshakespeare has a readable metrics.csv.*\(\+3 more\)"):
         plot_curves(gone, "kgram_mlp", "tinyshakespeare", tmp_path, tmp_path)
@@ -237,7 +237,7 @@ def test_summarize_draws_the_comparisons_even_when_color_by_is_not_a_family_sett
     analysis = tmp_path / "analysis_runs"
     analysis.mkdir()
     df = with_metrics(kgram_runs(6), tmp_path)
-    df.to_csv(analysis / "summary_cache.csv", index=False)
+    df.to_csv(analysis / "runs.csv", index=False)
     result = summarize(analysis, report=False, color_by="layers")  # a column, but no kgram_mlp setting
     names = {p.name for p in result["written"]}
     assert {"curves_kgram_mlp_tinyshakespeare.png", "importance_kgram_mlp.png", "importance_kgram_mlp.csv",
@@ -252,7 +252,7 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
 def test_unknown_color_by_is_one_error_line_and_nothing_written(tmp_path):
     analysis = tmp_path / "analysis_runs"
     analysis.mkdir()
-    kgram_runs(6).to_csv(analysis / "summary_cache.csv", index=False)
+    kgram_runs(6).to_csv(analysis / "runs.csv", index=False)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     for proc in [run_script("total_summary_analysis.py", "--analysis_dir", str(analysis), "--color_by", "lrr"),
                  run_script("auto_train_then_analyze.py", "--fast", "--color_by", "lrr", "--analysis_dir",

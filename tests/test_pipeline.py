@@ -51,7 +51,7 @@ def test_pipeline_end_to_end_then_rerun_does_nothing(tmp_path, space):
     output = proc.stdout + proc.stderr
     ck, ar = tmp_path / "ck", tmp_path / "ar"
 
-    table = pd.read_csv(ar / "summary_cache.csv")
+    table = pd.read_csv(ar / "runs.csv")
     assert sorted(table["model"].unique()) == sorted(FAMILIES) and len(table) == 5
     assert (table["status"] == "done").all()
     assert (table["val_loss"] < table["initial_val_loss"]).all()
@@ -101,8 +101,8 @@ def test_bad_input_fails_before_anything_trains(tmp_path, case):
         args, words = args + ["--formula", "val_loss ~ np.log(status)"], ["--formula", "inside C(...)"]
     elif case == "malformed_table":  # analysis would add rows to it after training, then fail on it
         ar.mkdir()
-        (ar / "summary_cache.csv").write_text("run,model,val_loss\nlstm-a,lstm,2.5\ngpt-b,gpt,2.1\n")
-        words = [str(ar / "summary_cache.csv"), "line 3", "'gpt'"]
+        (ar / "runs.csv").write_text("run,model,val_loss\nlstm-a,lstm,2.5\ngpt-b,gpt,2.1\n")
+        words = [str(ar / "runs.csv"), "line 3", "'gpt'"]
     else:
         args, words = args + ["--max_new_tokens", "-1"], ["--max_new_tokens"]
     before = tree_state(tmp_path)

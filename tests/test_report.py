@@ -14,7 +14,7 @@ from markupsafe import escape
 import picollm.report as report_module
 from picollm.report import CURVES_FILE, PLAYGROUND_ENV, write_report
 from picollm.runs import write_metrics
-from picollm.summary import summarize
+from picollm.study import summarize
 
 EVIL_RUN = 'kgram_mlp-<b>bold</b>&"quote\'-00000000'
 EVIL_TOKEN = "<script>alert(1)</script>"
@@ -22,7 +22,7 @@ TRAIN_LOG_RUN = 1  # the row whose run directory also has a train_log.csv
 
 
 def synthetic_cache(n_per: int = 3) -> pd.DataFrame:
-    """A summary_cache.csv-shaped frame: four families, NaN where a family lacks a setting."""
+    """A runs.csv-shaped frame: four families, NaN where a family lacks a setting."""
     rng = np.random.default_rng(1)
     rows = []
     for fam in ["kgram_mlp", "lstm", "xlstm", "transformer"]:
@@ -96,7 +96,7 @@ def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("analysis_runs")
     df = synthetic_cache()
     df["run_dir"] = [str(root.parent / "checkpoints" / run) for run in df["run"]]
-    df.to_csv(root / "summary_cache.csv", index=False)
+    df.to_csv(root / "runs.csv", index=False)
     for i, (run, run_dir) in enumerate(zip(df["run"], df["run_dir"])):
         fake_run_files(root / run, run)
         fake_checkpoint(Path(run_dir), i, train_log=i == TRAIN_LOG_RUN)
@@ -118,7 +118,7 @@ def runs_data(index: Path) -> dict:
 def test_html_contains_every_run_escaped(report):
     root = report.parent
     text = report.read_text()
-    df = pd.read_csv(root / "summary_cache.csv")
+    df = pd.read_csv(root / "runs.csv")
     assert sorted(r[0] for r in runs_data(report)["rows"]) == sorted(df["run"])  # every run in the index's table
     pages = {run: page(root, run).read_text() for run in df["run"]}
     for run in df["run"]:
@@ -149,7 +149,7 @@ def test_index_groups_every_plot(report):
 
 def test_run_page_holds_curves_buckets_and_config(report):
     root = report.parent
-    df = pd.read_csv(root / "summary_cache.csv")
+    df = pd.read_csv(root / "runs.csv")
     with_log, without = page(root, df["run"][TRAIN_LOG_RUN]).read_text(), page(root, df["run"][2]).read_text()
     assert "training loss (train_log.csv)" in with_log and "train_log.csv</a>" in with_log
     assert "training loss (mean since the previous evaluation)" in without and "train_log.csv" not in without
@@ -162,7 +162,7 @@ def test_run_page_holds_curves_buckets_and_config(report):
 
 
 def test_report_without_plots_or_runs_dirs(tmp_path):
-    synthetic_cache(1).to_csv(tmp_path / "summary_cache.csv", index=False)
+    synthetic_cache(1).to_csv(tmp_path / "runs.csv", index=False)
     text = write_report(tmp_path).read_text()
     assert "<img" not in text
     run_page = page(tmp_path, "lstm-tinyshakespeare-00000000").read_text()
@@ -183,7 +183,7 @@ def curves_js(root: Path) -> dict[str, list]:
 def test_a_changed_run_rewrites_its_page_and_curves_only(tmp_path, monkeypatch):
     df = synthetic_cache(1)
     df["run_dir"] = [str(tmp_path / "ck" / run) for run in df["run"]]
-    df.to_csv(tmp_path / "summary_cache.csv", index=False)
+    df.to_csv(tmp_path / "runs.csv", index=False)
     for i, run_dir in enumerate(df["run_dir"]):
         fake_checkpoint(Path(run_dir), i)
     write_report(tmp_path)
@@ -199,7 +199,7 @@ def test_a_changed_run_rewrites_its_page_and_curves_only(tmp_path, monkeypatch):
 
 
 def test_playground_link_only_when_configured(tmp_path, monkeypatch):
-    synthetic_cache(1).to_csv(tmp_path / "summary_cache.csv", index=False)
+    synthetic_cache(1).to_csv(tmp_path / "runs.csv", index=False)
     run = "lstm-tinyshakespeare-00000000"
     monkeypatch.delenv(PLAYGROUND_ENV, raising=False)
     write_report(tmp_path)
@@ -352,7 +352,7 @@ def test_paging_at_more_runs_than_a_page(tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    synthetic_cache(40).to_csv(tmp_path / "summary_cache.csv", index=False)  # 160 runs, no analyses
+    synthetic_cache(40).to_csv(tmp_path / "runs.csv", index=False)  # 160 runs, no analyses
     open_page(browser, write_report(tmp_path))
     assert len(visible_runs(browser)) == 100 and browser.find_element(By.ID, "page").text == "page 1 of 2 (1\u2013100)"
     browser.find_element(By.ID, "next").click()

@@ -1,6 +1,15 @@
 import pandas as pd
+import pytest
 
-from picollm.table import DB_NAME, SUMMARY_COLUMNS, TABLE_NAME, export_table, read_summary_table, upsert_rows
+from picollm.table import (
+    DB_NAME,
+    LEGACY_TABLE_NAME,
+    TABLE_COLUMNS,
+    TABLE_NAME,
+    export_table,
+    read_table,
+    upsert_rows,
+)
 
 
 def row(run: str, **values) -> dict:
@@ -14,25 +23,26 @@ def test_rows_are_upserted_and_the_export_depends_only_on_the_set_of_rows(tmp_pa
     upsert_rows(b, [row("y")])
     upsert_rows(b, [row("x", val_loss=1.25)])
     assert export_table(a).read_text() == export_table(b).read_text()
-    table = read_summary_table(a / TABLE_NAME)
-    assert list(table.columns) == SUMMARY_COLUMNS and list(table["run"]) == ["x", "y"]
+    table = read_table(a / TABLE_NAME)
+    assert list(table.columns) == TABLE_COLUMNS and list(table["run"]) == ["x", "y"]
     assert table["val_loss"].tolist() == [1.25, 2.0]
 
 
-def test_an_older_csv_is_imported_with_its_cells_as_written(tmp_path):
+@pytest.mark.parametrize("name", [TABLE_NAME, LEGACY_TABLE_NAME])
+def test_an_older_csv_is_imported_with_its_cells_as_written(tmp_path, name):
     old = pd.DataFrame([{"run": "old-run", "model": "transformer", "val_loss": "1.2345678901234567"}])
-    old.reindex(columns=SUMMARY_COLUMNS).to_csv(tmp_path / TABLE_NAME, index=False)
+    old.reindex(columns=TABLE_COLUMNS).to_csv(tmp_path / name, index=False)
     upsert_rows(tmp_path, [row("new-run")])
     assert (tmp_path / DB_NAME).exists()
     text = export_table(tmp_path).read_text()
     assert "1.2345678901234567" in text
-    assert list(read_summary_table(tmp_path / TABLE_NAME)["run"]) == ["new-run", "old-run"]
+    assert list(read_table(tmp_path / TABLE_NAME)["run"]) == ["new-run", "old-run"]
 
 
 def test_the_database_is_the_truth_when_the_csv_is_lost(tmp_path):
     upsert_rows(tmp_path, [row("x"), row("y")])
     assert not (tmp_path / TABLE_NAME).exists()  # not exported yet: the rows are still there
-    assert list(read_summary_table(tmp_path / TABLE_NAME)["run"]) == ["x", "y"]
+    assert list(read_table(tmp_path / TABLE_NAME)["run"]) == ["x", "y"]
     export_table(tmp_path)
     (tmp_path / TABLE_NAME).unlink()
     assert export_table(tmp_path).exists()
@@ -44,4 +54,4 @@ def test_a_deleted_and_recreated_database_is_reopened(tmp_path):
     for suffix in ("-wal", "-shm"):
         (tmp_path / (DB_NAME + suffix)).unlink(missing_ok=True)
     upsert_rows(tmp_path, [row("y")])
-    assert list(read_summary_table(tmp_path / TABLE_NAME)["run"]) == ["y"]
+    assert list(read_table(tmp_path / TABLE_NAME)["run"]) == ["y"]

@@ -18,7 +18,7 @@ optuna = pytest.importorskip("optuna")
 from picollm.batch import train_batch  # noqa: E402
 from picollm.runs import list_runs, read_metrics, read_status  # noqa: E402
 from picollm.search import Space  # noqa: E402
-from picollm.summary import pareto_mask  # noqa: E402
+from picollm.study import pareto_mask  # noqa: E402
 from picollm.tuning import journal_path, storage, suggest_point  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

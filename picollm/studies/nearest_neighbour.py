@@ -32,7 +32,7 @@ from picollm.log import get_logger
 from picollm.models import build_model
 from picollm.settings import setting, validate_settings
 from picollm.studies.xlstm_vs_baselines import LABELS
-from picollm.summary import markdown_table
+from picollm.study import markdown_table
 
 log = get_logger()
 

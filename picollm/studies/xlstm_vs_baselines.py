@@ -25,7 +25,7 @@ from picollm.config import RunConfig
 from picollm.errors import ConfigError
 from picollm.log import get_logger
 from picollm.settings import setting, validate_settings
-from picollm.summary import markdown_table
+from picollm.study import markdown_table
 
 log = get_logger()
 

@@ -1,4 +1,4 @@
-"""All runs at once: Pareto frontiers, regressions and plots from analysis_runs/summary_cache.csv.
+"""All runs at once: Pareto frontiers, regressions and plots from analysis_runs/runs.csv.
 
     summarize("analysis_runs")  ->  analysis_runs/plots/*.png, *.csv, *.md, regression_summary.txt, skipped.txt
 
@@ -37,11 +37,11 @@ from picollm.log import get_logger  # noqa: E402
 from picollm.report import write_report  # noqa: E402
 from picollm.table import (  # noqa: E402
     DB_NAME,
-    SUMMARY_COLUMNS,
-    SUMMARY_TEXT_COLUMNS,
+    TABLE_COLUMNS,
     TABLE_NAME,
+    TEXT_COLUMNS,
     export_table,
-    read_summary_table,
+    read_table,
 )
 
 log = get_logger()
@@ -63,14 +63,14 @@ METRICS = ["params", "steps", "train_seconds", "tokens_per_sec", "initial_val_lo
            "final_val_loss", "val_loss", "val_ppl", "token_accuracy", "test_loss", "test_ppl", "test_acc"]
 TOP_COLUMNS = ["run", "model", "params", "embed", "hidden", "layers", "heads", "k", "learning_rate",
                "val_loss", "val_ppl", "token_accuracy", "test_ppl", "train_seconds", "status"]
-#: columns a --formula error suggests (the header of summary_cache.csv lists them all)
+#: columns a --formula error suggests (the header of runs.csv lists them all)
 FORMULA_EXAMPLES = ["val_loss", "token_accuracy", "params", "learning_rate", "embed", "hidden", "layers", "k",
                     "activation", "model"]
 #: (x column, minimise x?) of the three frontiers against val loss (always minimised)
 PARETO_PAIRS = [("token_accuracy", False), ("params", True), ("train_seconds", True)]
 #: columns the summary cannot do without: every plot is of val_loss, per run and family; the rest are optional
 REQUIRED_COLUMNS = ("run", "model", "val_loss")
-STAMP = ".summary_stamp"  # sha256 of the summary_cache.csv + formula the plots were drawn from
+STAMP = ".summary_stamp"  # sha256 of the runs.csv + formula the plots were drawn from
 STYLE = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fontsize": 9,
          "figure.dpi": 100, "savefig.bbox": "tight"}
 
@@ -78,11 +78,11 @@ STYLE = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fo
 def add_summary_args(parser: argparse.ArgumentParser) -> None:
     """The summary stage's flags (total_summary_analysis.py and auto_train_then_analyze.py)."""
     parser.add_argument("--analysis_dir", default="analysis_runs",
-                        help="directory holding summary_cache.csv; plots go to <dir>/plots (default: analysis_runs)")
+                        help="directory holding runs.csv; plots go to <dir>/plots (default: analysis_runs)")
     parser.add_argument("--formula", default=None,
                         help=f"statsmodels OLS formula fitted per family and pooled (default: {DEFAULT_FORMULA!r})")
     parser.add_argument("--color_by", default=None, metavar="COLUMN",
-                        help="setting (or metric) of summary_cache.csv that colours the learning-curve overlays, "
+                        help="setting (or metric) of runs.csv that colours the learning-curve overlays, "
                              "e.g. lr, embed, activation (default: per family, the setting with the most distinct "
                              "values; ties go to lr, then the model sizes)")
 
@@ -95,14 +95,14 @@ class Skip(Exception):
 # loading
 # --------------------------------------------------------------------------------------------------
 def load_summary(analysis_dir: Path | str) -> pd.DataFrame:
-    """summary_cache.csv as a frame, checked row by row; a one-line PicoError when it is bad or holds no runs."""
+    """runs.csv as a frame, checked row by row; a one-line PicoError when it is bad or holds no runs."""
 
     path = Path(analysis_dir) / TABLE_NAME
     if (path.parent / DB_NAME).exists():
         export_table(path.parent)  # the csv people open beside the plots shows the rows the plots were drawn from
     if not path.exists():
         raise PicoError(f"{path} not found; run analyze_all_checkpoints.py first (or pass --analysis_dir)")
-    df = read_summary_table(path, required=REQUIRED_COLUMNS)
+    df = read_table(path, required=REQUIRED_COLUMNS)
     if df.empty:
         raise PicoError(f"{path} holds no runs; train and analyse some first (auto_train_then_analyze.py)")
     df["learning_rate"] = df["learning_rate"].fillna(df["lr"])  # tables written before learning_rate had only lr
@@ -120,7 +120,7 @@ def check_summary_inputs(analysis_dir: Path | str, formula: str | None = None, c
     check_color_by(color_by)
     path = Path(analysis_dir) / TABLE_NAME
     if path.exists():
-        read_summary_table(path, required=REQUIRED_COLUMNS)
+        read_table(path, required=REQUIRED_COLUMNS)
 
 
 def families(df: pd.DataFrame) -> list[str]:
@@ -301,14 +301,14 @@ def _formula_names(code: str) -> list[str]:
 
 
 def _stand_in_table(rows: int = 6) -> pd.DataFrame:
-    """A few rows of summary_cache.csv's types: numbers, and the real levels of the text settings and families."""
+    """A few rows of runs.csv's types: numbers, and the real levels of the text settings and families."""
     from picollm.config import RunConfig
     from picollm.models import FAMILIES
 
     levels = {f.name: f.metadata.get("choices") for f in dataclasses.fields(RunConfig)} | {"model": tuple(FAMILIES)}
     columns = {}
-    for c in SUMMARY_COLUMNS:
-        if c in SUMMARY_TEXT_COLUMNS:
+    for c in TABLE_COLUMNS:
+        if c in TEXT_COLUMNS:
             values = levels.get(c) or (f"{c}_a", f"{c}_b")
             columns[c] = [values[i % len(values)] for i in range(rows)]
         else:
@@ -317,10 +317,10 @@ def _stand_in_table(rows: int = 6) -> pd.DataFrame:
 
 
 def check_formula(formula: str) -> None:
-    """Reject a --formula that no summary_cache.csv could fit, before any table is read or any run trains.
+    """Reject a --formula that no runs.csv could fit, before any table is read or any run trains.
 
     Checks patsy's syntax (statsmodels fits through patsy), a response left of '~', that every variable is a
-    column of summary_cache.csv, and that the formula evaluates on a stand-in table of the columns' types,
+    column of runs.csv, and that the formula evaluates on a stand-in table of the columns' types,
     which catches an unknown function and arithmetic on a text column. Raises a one-line PicoError.
     """
     import statsmodels.formula.api as smf
@@ -337,13 +337,13 @@ def check_formula(formula: str) -> None:
     except (PatsyError, SyntaxError) as e:
         raise PicoError(f"--formula {formula!r} is not a formula ({str(e).splitlines()[0]}); write it like "
                         f"{DEFAULT_FORMULA!r}") from None
-    unknown = [name for name in dict.fromkeys(names) if name not in SUMMARY_COLUMNS]
+    unknown = [name for name in dict.fromkeys(names) if name not in TABLE_COLUMNS]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], SUMMARY_COLUMNS, n=3)
+        close = difflib.get_close_matches(unknown[0], TABLE_COLUMNS, n=3)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise PicoError(f"--formula {formula!r} names unknown column {', '.join(unknown)}; {hint}columns include "
-                        f"{', '.join(FORMULA_EXAMPLES)} (the header of summary_cache.csv lists them all)")
-    text = [name for name in response if name in SUMMARY_TEXT_COLUMNS]
+                        f"{', '.join(FORMULA_EXAMPLES)} (the header of runs.csv lists them all)")
+    text = [name for name in response if name in TEXT_COLUMNS]
     if text:
         raise PicoError(f"--formula {formula!r} has text column {text[0]} as its response; OLS needs a number "
                         "such as val_loss, token_accuracy or test_ppl left of '~'")
@@ -386,8 +386,8 @@ def fit_ols(df: pd.DataFrame, formula: str, group: str = "pooled", strict: bool 
     lhs_cols = _columns_in(lhs, df)
     if not lhs_cols:
         if strict:
-            raise PicoError(f"--formula response {lhs!r} names no column of summary_cache.csv")
-        raise Skip(f"response {lhs!r} names no column of summary_cache.csv")
+            raise PicoError(f"--formula response {lhs!r} names no column of runs.csv")
+        raise Skip(f"response {lhs!r} names no column of runs.csv")
     dropped: list[str] = []
 
     def drop(term: str, reason: str) -> None:
@@ -397,7 +397,7 @@ def fit_ols(df: pd.DataFrame, formula: str, group: str = "pooled", strict: bool 
     for term in list(terms):
         cols = _columns_in(term, df)
         if not cols:  # a constant such as 0 (no intercept), or a name check_formula rejects
-            drop(term, "names no column of summary_cache.csv")
+            drop(term, "names no column of runs.csv")
             continue
         lacking = [f for f in families(df) for c in cols if df.loc[df["model"] == f, c].isna().all()]
         if lacking:
@@ -532,7 +532,7 @@ def plot_box(df: pd.DataFrame, by: str, out: Path) -> list[Path]:
     import seaborn as sns
 
     if by not in df.columns:
-        raise Skip(f"summary_cache.csv has no {by} column")
+        raise Skip(f"runs.csv has no {by} column")
     d = df.assign(val_loss=_numeric(df, "val_loss")).dropna(subset=["val_loss", by])
     if d.empty:
         raise Skip(f"no run has both {by} and val_loss")
@@ -654,7 +654,7 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
 
     A --formula the user gave is checked (check_formula) and fitted before anything is written: an unusable
     one is a PicoError, whereas the default formula is skipped where the data cannot support it.
-    skip_unchanged: draw nothing when the plots were made from this very summary_cache.csv and formula
+    skip_unchanged: draw nothing when the plots were made from this very runs.csv and formula
     (a re-run of the pipeline with nothing new). color_by: the column that colours the learning-curve
     overlays (checked first, like the formula; default: per family, the setting that varies most).
     Returns {"written": [paths], "skipped": {plot: reason}, "fits": {group: OLSFit}, "report": path or None,
@@ -673,7 +673,7 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
     stamp = hashlib.sha256((analysis_dir / TABLE_NAME).read_bytes() + formula.encode()
                            + (color_by or "").encode()).hexdigest()
     if skip_unchanged and (out / STAMP).exists() and (out / STAMP).read_text() == stamp:
-        log.info(f"plots in {out} are up to date with summary_cache.csv; nothing to draw")
+        log.info(f"plots in {out} are up to date with runs.csv; nothing to draw")
         written = sorted(p for p in out.iterdir() if p.name != STAMP)
         skipped = dict(line.split(": ", 1) for line in (out / "skipped.txt").read_text().splitlines() if ": " in line)
         path = _report(analysis_dir) if report else None
@@ -699,7 +699,7 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
         finally:
             plt.close("all")
 
-    log.info(f"summarising {len(df)} run(s) of {', '.join(families(df))} from {analysis_dir / 'summary_cache.csv'}")
+    log.info(f"summarising {len(df)} run(s) of {', '.join(families(df))} from {analysis_dir / 'runs.csv'}")
     for x, minimize_x in PARETO_PAIRS:
         attempt(f"pareto_val_loss_vs_{x}", lambda x=x, m=minimize_x: plot_pareto(df, x, m, out))
     attempt("joint_kde", lambda: plot_joint(df, out))

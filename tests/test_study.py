@@ -1,4 +1,4 @@
-"""summary.py: Pareto frontier vs brute force, OLS vs a direct statsmodels fit, robustness to thin data."""
+"""study.py: Pareto frontier vs brute force, OLS vs a direct statsmodels fit, robustness to thin data."""
 
 import hashlib
 import itertools
@@ -14,7 +14,7 @@ import statsmodels.formula.api as smf
 
 from picollm.errors import PicoError
 from picollm.runs import write_metrics
-from picollm.summary import (
+from picollm.study import (
     DEFAULT_FORMULA,
     FAMILY_AXES,
     Skip,
@@ -32,13 +32,13 @@ from picollm.summary import (
 ROOT = Path(__file__).resolve().parents[1]
 
 FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
-#: hyperparameters each family has; every other model field is NaN in summary_cache.csv
+#: hyperparameters each family has; every other model field is NaN in runs.csv
 OWN = {"kgram_mlp": {"embed", "hidden", "k", "activation", "inner_layers"}, "lstm": {"embed", "hidden", "layers"},
        "xlstm": {"embed", "hidden", "layers", "heads"}, "transformer": {"embed", "layers", "heads"}}
 
 
 def cache_frame(n_per: int = 8, families=FAMILIES, seed: int = 0) -> pd.DataFrame:
-    """A synthetic summary_cache.csv: val loss falls with log(params) and log(lr), plus noise."""
+    """A synthetic runs.csv: val loss falls with log(params) and log(lr), plus noise."""
     rng = np.random.default_rng(seed)
     rows = []
     for fam in families:
@@ -62,7 +62,7 @@ def cache_frame(n_per: int = 8, families=FAMILIES, seed: int = 0) -> pd.DataFram
 
 
 def write_cache(tmp_path, df):
-    df.to_csv(tmp_path / "summary_cache.csv", index=False)
+    df.to_csv(tmp_path / "runs.csv", index=False)
     return tmp_path
 
 
@@ -151,7 +151,7 @@ def test_ols_drops_unsupported_terms_with_reasons():
     few = fit_ols(df.head(3), DEFAULT_FORMULA)
     assert [d.split(":")[0] for d in few.dropped] == ["C(activation)", "np.log(learning_rate)"]
     assert few.formula == "val_loss ~ np.log(params)" and few.result.df_resid >= 1
-    assert fit_ols(df, "val_loss ~ np.log(params) + no_such_column").dropped == ["no_such_column: names no column of summary_cache.csv"]
+    assert fit_ols(df, "val_loss ~ np.log(params) + no_such_column").dropped == ["no_such_column: names no column of runs.csv"]
     with pytest.raises(Skip, match="usable run"):
         fit_ols(df.head(1), DEFAULT_FORMULA)
     with pytest.raises(Skip, match="no term left"):  # 2 rows: not even one slope fits; no intercept-only fit
@@ -296,7 +296,7 @@ def set_cell(line: str, header: str, column: str, value: str) -> str:
 
 
 def malformed_table(case: str) -> tuple[bytes, list[str]]:
-    """A summary_cache.csv broken one way, and the words its error must contain (file lines: header = 1)."""
+    """A runs.csv broken one way, and the words its error must contain (file lines: header = 1)."""
     lines = csv_lines(cache_frame(3))
     header, width = lines[0], lines[0].count(",") + 1
     if case == "ragged":  # a row cut off (pandas pads it) and one with extra fields (pandas shifts it)
@@ -323,10 +323,10 @@ def malformed_table(case: str) -> tuple[bytes, list[str]]:
 @pytest.mark.parametrize("case", ["ragged", "non_utf8", "unknown_family", "text_in_number", "missing_column"])
 def test_malformed_table_is_one_error_line_naming_the_rows(tmp_path, case):
     data, words = malformed_table(case)
-    (tmp_path / "summary_cache.csv").write_bytes(data)
+    (tmp_path / "runs.csv").write_bytes(data)
     before = tree_state(tmp_path)
     proc = run_summary_script("--analysis_dir", str(tmp_path))
-    assert_one_line_error(proc, str(tmp_path / "summary_cache.csv"), *words)
+    assert_one_line_error(proc, str(tmp_path / "runs.csv"), *words)
     assert tree_state(tmp_path) == before  # no plots/ folder, no report, the table untouched
 
 
@@ -340,17 +340,17 @@ def test_empty_numbers_load_and_garbage_rows_are_named(tmp_path):
     # a row without a run is reported, not drawn
     lines = csv_lines(cache_frame(3))
     lines[2] = set_cell(lines[2], lines[0], "run", "")
-    (tmp_path / "summary_cache.csv").write_text("".join(lines))
+    (tmp_path / "runs.csv").write_text("".join(lines))
     with pytest.raises(PicoError, match=r"run is empty on line 3;"):
         load_summary(tmp_path)
     # garbage in every column: the first two columns and a count, still one line
     lines = csv_lines(cache_frame(3)) + ["x" + ",x" * lines[0].count(",") + "\n"]
-    (tmp_path / "summary_cache.csv").write_text("".join(lines))
+    (tmp_path / "runs.csv").write_text("".join(lines))
     with pytest.raises(PicoError, match=r"line 14 .*more column\(s\)") as err:
         load_summary(tmp_path)
     assert "\n" not in str(err.value)
     # a header without rows is an empty table, not a malformed one
-    (tmp_path / "summary_cache.csv").write_text(lines[0])
+    (tmp_path / "runs.csv").write_text(lines[0])
     with pytest.raises(PicoError, match="holds no runs"):
         load_summary(tmp_path)
 
