@@ -125,6 +125,8 @@ class BatchSettings:
         validate_settings(self)
         if self.address and self.backend != "ray":
             raise ConfigError("--address joins a Ray cluster: add --backend ray")
+        if self.estimate and not self.dry_run:
+            raise ConfigError("--estimate times the configs of a dry run: add --dry_run")
         parse_objectives(self.objectives)
 
 

@@ -97,6 +97,8 @@ CASES = [
     ("batch_train.py --space bad/continue.yaml", "continue_best"),
     ("batch_train.py --space bad/missing.yaml", "space file bad/missing.yaml not found"),
     ("batch_train.py --preset fast --continue_best nan", "--continue_best must be a finite number >= 0"),
+    ("batch_train.py --preset fast --estimate 10", "--estimate times the configs of a dry run: add --dry_run"),
+    ("batch_train.py --preset fast --dry_run --estimate -3", "--estimate must be"),
     ("batch_train.py --preset fast --workers 0", "--workers must be a positive integer"),
     ("batch_train.py --preset fast --eta 1", "--eta must be an integer >= 2"),
     ("batch_train.py --preset fast --gpus_per_run nan", "--gpus_per_run must be a finite number > 0"),
