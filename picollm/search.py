@@ -63,6 +63,13 @@ _DEFAULT_MODEL = next(f.default for f in fields(RunConfig) if f.name == "model")
 # --------------------------------------------------------------------------------------------------
 # presets
 # --------------------------------------------------------------------------------------------------
+#: picollm's recipe at the size of Zaremba et al.'s small PTB model: the base of ptb-small-picollm, and the LSTM
+#: that ptb-xlstm-vs-lstm compares the xLSTM with (one run serves both)
+PTB_SMALL_PICOLLM: dict[str, Any] = {
+    "corpus": "ptb", "model": "lstm", "layers": 2, "embed": 200, "hidden": 430, "tie_weights": True, "dropout": 0.3,
+    "batch_size": 32, "block_size": 35, "optimizer": "adamw", "lr": 2e-3, "schedule": "wsd", "epochs": 8,
+    "eval_interval": 830, "eval_tokens": 0}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "pico": {
         "description": "the course study: all four families on Tiny Shakespeare, random over shared and family "
@@ -171,9 +178,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # A token costs 1.5x the paper's model here (timed with --estimate), so 8 epochs take the CPU time of its
         # 13. AdamW, not the family's Muon: at 1,120 tokens a step, Muon's Newton-Schulz iterations on the
         # 1720 x 430 gate matrices cost as much as the forward and backward passes.
-        "base": {"corpus": "ptb", "model": "lstm", "layers": 2, "embed": 200, "hidden": 430, "tie_weights": True,
-                 "dropout": 0.3, "batch_size": 32, "block_size": 35, "optimizer": "adamw", "lr": 2e-3,
-                 "schedule": "wsd", "epochs": 8, "eval_interval": 830, "eval_tokens": 0},
+        "base": PTB_SMALL_PICOLLM,
         "sampler": "grid",
     },
     "ptb-xlstm-vs-lstm": {
@@ -181,9 +186,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "LSTM (4.67M), same recipe and CPU time (5.6 epochs of the xLSTM cost 8 of the LSTM)",
         # the xLSTM first, so that `--n_runs 1` trains it beside a finished ptb-small-picollm run; a step of it
         # costs 1.42x the LSTM's (--estimate, both timed together), hence 8 / 1.42 epochs
-        "base": {"corpus": "ptb", "model": "lstm", "layers": 2, "embed": 200, "hidden": 430, "tie_weights": True,
-                 "dropout": 0.3, "batch_size": 32, "block_size": 35, "optimizer": "adamw", "lr": 2e-3,
-                 "schedule": "wsd", "epochs": 8, "eval_interval": 830, "eval_tokens": 0},
+        "base": PTB_SMALL_PICOLLM,
         "configs": [{"model": "xlstm", "hidden": 448, "heads": 4, "epochs": 5.6}, {}],
         "sampler": "grid",
     },
