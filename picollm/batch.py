@@ -782,6 +782,14 @@ def _sampled_configs(st: BatchSettings, sp: Space, sampler: str, n_runs: int, ou
     return [c.replace(out_dir=str(out_dir), progress=False) for c in configs]
 
 
+def ensure_corpora(configs: list[RunConfig]) -> None:
+    """Every corpus the batch trains on is here (downloaded once, before any worker starts), or one DataError."""
+    from picollm.data import ensure_corpus  # picollm.data imports torch, which a dry run never needs
+
+    for corpus in sorted({c.corpus for c in configs}):
+        ensure_corpus(corpus)
+
+
 def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, **settings: Any) -> BatchReport:
     """Sample a space (a preset or a file) and train every config; see the module docstring.
 
@@ -813,6 +821,8 @@ def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, *
         return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": "),
                                                st.estimate, res.workers, res.threads))
 
+    if (st.estimate or not st.dry_run) and not (backend == "ray" and address):  # a cluster's nodes read their own
+        ensure_corpora(configs)
     # Ray is joined before anything is written: a cluster this machine cannot join is a user mistake
     pool = RayPool(res.threads, res.gpus_per_run, address, res.workers * res.threads) if backend == "ray" else None
     try:

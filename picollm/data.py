@@ -227,6 +227,18 @@ def corpus_file(spec: CorpusSpec, file: CorpusFile) -> Path:
     return download(file.url, dest, None if file.url_name else file.sha256)
 
 
+def ensure_corpus(corpus: str) -> None:
+    """Find (or download) every file of a corpus without reading it: a batch calls this once per corpus
+    before it starts, so an unreachable corpus is one error line, not one failed run per config."""
+    path = _local_path(corpus)
+    if path is not None:
+        _check_local(path)
+        return
+    spec = CORPORA[corpus]
+    for file in spec.files.values():
+        corpus_file(spec, file)
+
+
 @functools.cache
 def _verify_once(path: str, sha256: str) -> None:
     # a modified local copy silently changes results that the fingerprint says are the same: warn loudly

@@ -9,6 +9,7 @@ at any instant leaves either the old or the new version of each file, never half
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -38,6 +39,7 @@ FINISHED = ("done", "stopped", "diverged")
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call write(file) on a temp file beside `path`, fsync, then rename it over `path`."""
     path = Path(path)
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -49,6 +51,9 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        for d in created:  # a failed write leaves the disk as it found it (a failed download: no empty cache dir)
+            with contextlib.suppress(OSError):  # another writer may have filled it meanwhile
+                d.rmdir()
         raise
 
 

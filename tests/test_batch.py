@@ -307,6 +307,24 @@ def test_invalid_batch_settings_are_one_line_errors_before_training(corpus, tmp_
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+def test_unreachable_corpus_is_one_error_before_anything_is_written(tmp_path, monkeypatch):
+    from picollm import data
+    from picollm.errors import DataError
+
+    monkeypatch.setenv("PICOLLM_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("PICOLLM_CACHE_DIR", str(tmp_path / "cache"))
+    spec = data.CORPORA["ptb"]
+    unreachable = (tmp_path / "no" / "such" / "ptb.train.txt").as_uri()
+    files = {role: data.CorpusFile(f.name, unreachable, f.sha256) for role, f in spec.files.items()}
+    monkeypatch.setitem(data.CORPORA, "ptb", data.CorpusSpec(spec.name, spec.subdir, spec.level, files))
+    space = write_space(tmp_path / "s.json", "ptb")
+    with pytest.raises(DataError, match="PICOLLM_DATA_DIR") as err:  # not one failed run per config
+        batch(space, tmp_path)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists() and not (tmp_path / "cache").exists()
+    assert train_batch(space=space, out_dir=tmp_path / "runs", dry_run=True).exit_code == 0  # a plan needs no data
+
+
 def test_gpu_packing_assigns_k_workers_per_gpu(monkeypatch):
     import torch
 
