@@ -9,6 +9,7 @@ out, and two configs that differ only in a setting the family ignores are the sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -45,6 +46,9 @@ class RunConfig:
     positional: str = setting("rotary", "transformer position encoding (learned: nanoGPT's)", choices=("learned", "rotary"))
     xlstm_ratio: str = setting("1:1", "xLSTM[a:b]: a mLSTM blocks for every b sLSTM blocks")
     qk_norm: bool = setting(True, "transformer: RMS-normalise queries and keys before attention")
+    qk_scale: float | None = setting(None, "transformer with --qk_norm: the attention logits' scale, in units of "
+                                     "1/sqrt(head size) (default: the family's recipe, 1.5)", bounds="(0, inf)",
+                                     kind=float)
     mlp_activation: str = setting("gelu", "transformer MLP activation (relu2 = relu(x)**2)", choices=("gelu", "relu2"))
     zero_init_proj: bool = setting(False, "transformer: zero-initialise the residual output projections (and an "
                                           "untied head)")
@@ -54,11 +58,14 @@ class RunConfig:
     optimizer: str = setting("auto", "adamw; muon (hidden matrices on Muon at --muon_lr, the rest on AdamW at "
                              "--lr); sgd (plain SGD, --momentum); auto = the family's recipe (muon for the lstm and "
                              "transformer, adamw for the others)", choices=("auto", "adamw", "muon", "sgd"))
-    lr: float = setting(1e-3, "peak learning rate (AdamW, SGD; with muon, of the AdamW-trained parameters)",
-                        bounds="(0, inf)")
+    lr: float | None = setting(None, "peak learning rate (AdamW, SGD; with muon, of the AdamW-trained parameters; "
+                               "default: the family's recipe, 1e-3 for all but the transformer's 3e-3)",
+                               bounds="(0, inf)", kind=float)
     muon_lr: float = setting(0.02, "muon: peak learning rate of the hidden matrices", bounds="(0, inf)")
     momentum: float = setting(0.0, "sgd: momentum (0 = plain SGD)", bounds="[0, 1)")
-    min_lr_ratio: float = setting(0.1, "cosine / wsd schedule floor, as a fraction of lr", bounds="[0, 1]")
+    min_lr_ratio: float | None = setting(None, "cosine / wsd schedule floor, as a fraction of lr (default: the "
+                                         "family's recipe, 0.1 for all but the transformer's 0)", bounds="[0, 1]",
+                                         kind=float)
     weight_decay: float = setting(0.01, "weight decay on matrices and embeddings (AdamW, Muon: decoupled; SGD: L2)",
                                   bounds="[0, inf)")
     beta1: float = setting(0.9, "AdamW beta1", bounds="[0, 1)")
@@ -68,7 +75,9 @@ class RunConfig:
                             "epoch after --decay_start_epoch; auto = the family's recipe (wsd for the lstm and "
                             "transformer, cosine for the others)",
                             choices=("auto", "cosine", "constant", "plateau", "wsd", "step"))
-    decay_frac: float = setting(0.4, "wsd: share of the run's steps spent decaying", bounds="(0, 1]")
+    decay_frac: float | None = setting(None, "wsd: share of the run's steps spent decaying (default: the family's "
+                                       "recipe, 0.4 for the lstm, 1 for the transformer)", bounds="(0, 1]",
+                                       kind=float)
     decay_start_epoch: int = setting(4, "step: epochs trained at the full rate before decaying", bounds="[0, inf)")
     lr_decay: float = setting(0.5, "step: multiply the rate by this every epoch after --decay_start_epoch",
                               bounds="(0, 1]")
@@ -100,7 +109,7 @@ class RunConfig:
         # lr=1 and lr=1.0 are the same setting: make float fields floats so they fingerprint alike
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool):
+            if f.metadata.get("kind") is float and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
         self.validate()
 
@@ -129,11 +138,21 @@ class RunConfig:
             raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> RunConfig:
+        """A run's stored config (config.json, a study's trial): a complete record, so a setting it lacks did
+        not exist when it was written, and the run trained at that setting's OMITTED_AT value."""
+        return cls.from_dict({**{k: v for k, v in OMITTED_AT.items() if k not in d}, **d})
+
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
     def resolved(self) -> RunConfig:
-        """Make 'auto' choices concrete and blank out settings that the model family ignores."""
+        """Make 'auto' choices and unset rates concrete (the family's recipe) and blank out settings that the
+        model family ignores. Cached: the schedule asks for every step's rate."""
+        return _resolve(self)
+
+    def _resolve_uncached(self) -> RunConfig:
         from picollm.data import default_tokenizer
         from picollm.models import family_fields, family_recipe
 
@@ -142,6 +161,11 @@ class RunConfig:
         optimizer = recipe["optimizer"] if self.optimizer == "auto" else self.optimizer
         schedule = recipe["schedule"] if self.schedule == "auto" else self.schedule
         changes.update(optimizer=optimizer, schedule=schedule)
+        for name in RECIPE_SETTINGS:  # not given: the family's value
+            if getattr(self, name) is None:
+                changes[name] = recipe.get(name)
+        if not self.qk_norm:
+            changes["qk_scale"] = None  # unnormalised queries and keys learn their own scale
         if self.tokenizer == "auto":
             changes["tokenizer"] = default_tokenizer(self.corpus)
         tokenizer = changes.get("tokenizer", self.tokenizer)
@@ -193,16 +217,20 @@ class RunConfig:
         return f"{self.model}-{corpus_name(self.corpus)}-{self.fingerprint()[:8]}"
 
 
+_resolve = functools.lru_cache(maxsize=4096)(RunConfig._resolve_uncached)
+
 MODEL_FIELDS = frozenset({"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
-                          "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "mlp_activation",
+                          "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "qk_scale", "mlp_activation",
                           "zero_init_proj", "init_range"})
 #: Settings added after run directories already existed, each with the value that trains exactly as the code
 #: did before it existed. A setting at that value is left out of the fingerprint, so every run trained
 #: before the setting was added keeps its directory name; any other value (whatever the field's default is
 #: now) is fingerprinted. Never change a value here; a new setting that applies only under a new option
 #: (muon_lr, momentum, decay_frac, ...) is blanked by resolved() otherwise and needs no entry.
-OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "mlp_activation": "gelu",
+OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
                               "zero_init_proj": False, "init_range": 0.0}
+#: numeric settings whose default (None) is the family's recipe (picollm.models.family_recipe)
+RECIPE_SETTINGS = ("lr", "min_lr_ratio", "decay_frac", "qk_scale")
 RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress", "log_interval"})
 RECURRENT_FAMILIES = frozenset({"lstm", "xlstm"})
 #: keys that config.json carries besides the settings themselves

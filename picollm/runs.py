@@ -216,7 +216,7 @@ def list_runs(root: Path | str = "checkpoints") -> list[Path]:
 def load_config(run_dir: Path):
     from picollm.config import RunConfig
 
-    return RunConfig.from_dict(read_json(Path(run_dir) / "config.json"))
+    return RunConfig.from_record(read_json(Path(run_dir) / "config.json"))
 
 
 def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):

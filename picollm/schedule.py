@@ -20,8 +20,7 @@ from picollm.config import RunConfig
 def lr_at(cfg: RunConfig, step: int, max_steps: int, steps_per_epoch: int = 1) -> float:
     """The rate for optimisation step `step` (0-based) before any plateau decay: linear warmup, then cosine to
     lr * min_lr_ratio at max_steps, constant, wsd, or step decay (epoch = step // steps_per_epoch)."""
-    if cfg.schedule == "auto":
-        cfg = cfg.resolved()
+    cfg = cfg.resolved()  # auto schedule and unset rates: the family's (a few microseconds; a step takes ms)
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "cosine":
@@ -58,8 +57,7 @@ class Schedule:
         return lr_at(self.cfg, step, self.max_steps, self.steps_per_epoch) * self.plateau_scale
 
     def __post_init__(self) -> None:
-        if self.cfg.schedule == "auto":
-            self.cfg = self.cfg.resolved()  # the family's schedule, resolved once
+        self.cfg = self.cfg.resolved()  # the family's schedule and rates, resolved once
 
     def observe(self, val_loss: float) -> None:
         """Record an evaluation; the plateau schedule decays the rate when the loss has stalled."""

@@ -201,7 +201,7 @@ class StudyRunner:
                 self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
                 continue
             trial = optuna.trial.Trial(self.study, t._trial_id)
-            out.append(_Trial(trial, RunConfig.from_dict(json.loads(t.user_attrs["config"]))))
+            out.append(_Trial(trial, RunConfig.from_record(json.loads(t.user_attrs["config"]))))
         return out
 
     def remember_told(self) -> None:

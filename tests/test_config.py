@@ -18,10 +18,46 @@ def test_fingerprint_ignores_key_order():
 
 
 def test_fingerprint_same_with_defaults_spelled_out():
-    explicit = RunConfig(model="transformer", lr=RunConfig().lr, seed=RunConfig().seed, tokenizer="auto")
+    explicit = RunConfig(model="transformer", lr=3e-3, seed=RunConfig().seed, tokenizer="auto")
     assert explicit.fingerprint() == RunConfig(model="transformer").fingerprint()
     # "auto" resolves to the concrete choice: same run either way
     assert RunConfig(tokenizer="char").fingerprint() == RunConfig().fingerprint()
+
+
+def test_unset_rates_are_the_familys_recipe_and_a_given_one_wins():
+    from picollm.models import DEFAULT_RECIPE
+
+    for family in ("kgram_mlp", "lstm", "xlstm"):
+        r = RunConfig(model=family).resolved()
+        assert (r.lr, r.min_lr_ratio) == (DEFAULT_RECIPE["lr"], DEFAULT_RECIPE["min_lr_ratio"])
+    t = RunConfig(model="transformer").resolved()
+    assert (t.optimizer, t.schedule, t.lr, t.min_lr_ratio, t.decay_frac, t.qk_scale) == ("muon", "wsd", 3e-3, 0.0, 1.0, 1.5)
+    assert RunConfig(model="transformer", qk_norm=False).resolved().qk_scale is None  # no effect without QK-norm
+    assert RunConfig(model="lstm").resolved().decay_frac == 0.4
+    assert RunConfig(model="kgram_mlp").resolved().decay_frac is None  # cosine: no decay share
+    given = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1).resolved()
+    assert (given.lr, given.min_lr_ratio, given.decay_frac) == (1e-3, 0.1, 1.0)
+    assert RunConfig(model="transformer", lr=1e-3).fingerprint() != RunConfig(model="transformer").fingerprint()
+    with pytest.raises(ConfigError, match="--lr"):
+        RunConfig(lr=0.0)
+
+
+def test_the_transformer_default_before_its_recipe_moved_keeps_its_name():
+    # RunConfig(model="transformer").fingerprint() before lr, min_lr_ratio, decay_frac and qk_scale became the
+    # family's (commit 73a0ef4): those settings at the values it trained with find the same run directory
+    before = "cd1fc1fb2da91ad74e9716f07d58bd9e55dd1d80a85f5bad1db2cf78384d0976"
+    old = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1, decay_frac=0.4, qk_scale=1.0)
+    assert old.fingerprint() == before and RunConfig(model="transformer").fingerprint() != before
+    assert RunConfig(model="lstm").fingerprint() == "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"
+
+
+def test_a_stored_record_without_a_newer_setting_trained_at_its_old_value():
+    record = RunConfig(model="transformer", qk_norm=True, qk_scale=1.0).resolved().to_dict()
+    del record["qk_scale"]  # a config.json written before qk_scale existed
+    assert RunConfig.from_record(record).resolved().qk_scale == 1.0
+    assert RunConfig.from_dict(record).resolved().qk_scale == 1.5  # as a new config: the family's recipe
+    del record["qk_norm"]  # ... and before qk_norm existed
+    assert RunConfig.from_record(record).qk_norm is False
 
 
 def test_fingerprint_blind_to_ignored_settings_and_runtime():

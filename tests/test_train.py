@@ -221,7 +221,7 @@ def test_train_log_holds_every_log_interval_steps_and_survives_a_resume(corpus, 
 # --------------------------------------------------------------------------------------------------
 #: fingerprints computed before --optimizer, --qk_norm, ... existed, each with the settings that train exactly
 #: as the defaults did then: such configs must keep their run directories' names
-OLD_RECIPE = dict(optimizer="adamw", schedule="cosine")
+OLD_RECIPE = dict(optimizer="adamw", schedule="cosine", lr=1e-3, min_lr_ratio=0.1)  # the rates: the transformer's
 OLD_TRANSFORMER = dict(positional="learned", qk_norm=False)
 FINGERPRINTS_BEFORE_TIME_TO_QUALITY = {
     "transformer": ({**OLD_RECIPE, **OLD_TRANSFORMER},
@@ -277,7 +277,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
 
 def test_muon_matrices_follow_the_schedule_at_muon_lr(corpus, tmp_path):
     cfg = tiny(corpus, tmp_path, model="transformer", optimizer="muon", schedule="wsd", muon_lr=0.05, lr=2e-3,
-               max_steps=40, warmup_steps=0)
+               max_steps=40, warmup_steps=0, min_lr_ratio=0.1, decay_frac=0.4)
     run_dir = train_run(cfg)
     muon_state, adamw_state = load_checkpoint(run_dir / "last.pt")["optimizer"]["optimizers"]
     factor = lr_at(cfg, 39, 40) / cfg.lr  # the rate of the last step, a fraction of the peak

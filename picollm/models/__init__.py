@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from picollm.errors import ConfigError
 
@@ -38,13 +38,15 @@ def family_config_class(name: str) -> type:
     return _family(name)[1]
 
 
-#: what --optimizer auto and --schedule auto mean for a family whose config class names no RECIPE: the
-#: recipe every family trained with before the time-to-quality work
-DEFAULT_RECIPE: dict[str, str] = {"optimizer": "adamw", "schedule": "cosine"}
+#: what --optimizer auto, --schedule auto and an unset --lr, --min_lr_ratio, --decay_frac, --qk_scale mean for a family
+#: whose config class names no RECIPE (or leaves a key out): the recipe every family trained with before the
+#: time-to-quality work. Changing a value here renames every run that uses it: add keys, never edit them.
+DEFAULT_RECIPE: dict[str, Any] = {"optimizer": "adamw", "schedule": "cosine", "lr": 1e-3, "min_lr_ratio": 0.1,
+                                  "decay_frac": 0.4}
 
 
-def family_recipe(name: str) -> dict[str, str]:
-    """The family's default optimizer and schedule: its config class's RECIPE over DEFAULT_RECIPE."""
+def family_recipe(name: str) -> dict[str, Any]:
+    """The family's default optimizer, schedule and rates: its config class's RECIPE over DEFAULT_RECIPE."""
     return {**DEFAULT_RECIPE, **getattr(family_config_class(name), "RECIPE", {})}
 
 
@@ -54,9 +56,13 @@ def family_fields(name: str) -> set[str]:
 
 
 def family_config(cfg: RunConfig, vocab_size: int):
-    """The family's own config dataclass, filled from the run config (validates it)."""
+    """The family's own config dataclass, filled from the run config (validates it); a setting left unset is
+    the family's recipe (qk_scale). Not through cfg.resolved(), which builds and so validates a RunConfig,
+    whose validation calls this."""
     config_cls = family_config_class(cfg.model)
-    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(config_cls) if f.name != "vocab_size"}
+    recipe = family_recipe(cfg.model)
+    kwargs = {f.name: recipe.get(f.name) if getattr(cfg, f.name) is None else getattr(cfg, f.name)
+              for f in dataclasses.fields(config_cls) if f.name != "vocab_size"}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return config_cls(vocab_size=vocab_size, **kwargs)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,13 +38,19 @@ class TransformerConfig:
     tie_weights: bool = True
     qk_norm: bool = False
     """RMS-normalise each head's queries and keys (no gain), bounding the attention logits."""
+    qk_scale: float = 1.0
+    """With qk_norm: the logits' scale in units of 1/sqrt(head_size). Unit-RMS queries and keys cap a logit at
+    sqrt(head_size) * qk_scale (5.7 at head size 32 and scale 1); the recipe's 1.5 measured best of 1, 1.5 and 2
+    (README, "Time to quality"); modded-nanogpt's 0.12 at head size 128 is 1.36."""
     mlp_activation: str = "gelu"
     """'gelu' or 'relu2' (relu(x)**2)."""
     zero_init_proj: bool = False
     """Start every block as the identity: attention and MLP output projections (and an untied head) at 0."""
-    # --optimizer auto / --schedule auto: at nanoGPT's CPU shape, Muon + warmup-stable-decay reach in 350
-    # steps the val loss AdamW + cosine reaches in 2,000 (README, "Time to quality")
-    RECIPE: ClassVar[dict[str, str]] = {"optimizer": "muon", "schedule": "wsd"}
+    # the defaults of --optimizer, --schedule, --lr, --min_lr_ratio, --decay_frac: at nanoGPT's CPU shape,
+    # Muon + warmup-then-linear-decay to 0 reach in 350 steps the val loss AdamW + cosine reaches in 2,000,
+    # and 1.523 after 2,000 steps where lr 1e-3 with a 40% decay to 0.1 reached 1.548 (README, "Time to quality")
+    RECIPE: ClassVar[dict[str, Any]] = {"optimizer": "muon", "schedule": "wsd", "lr": 3e-3, "min_lr_ratio": 0.0,
+                                        "decay_frac": 1.0, "qk_scale": 1.5}
 
     def __post_init__(self) -> None:
         if self.embed % self.heads != 0:
@@ -83,6 +89,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(c.dropout)
         self.rotary = c.positional == "rotary"
         self.qk_norm = c.qk_norm
+        self.scale = c.qk_scale / math.sqrt(self.head_size) if c.qk_norm else None  # None: SDPA's 1/sqrt(hs)
 
     def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, positions: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         B, T, C = x.shape
@@ -102,13 +109,13 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat([cache[1], v], dim=2)
         dropout = self.dropout if self.training else 0.0
         if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale)
         elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # one query sees every cached key
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)  # one query sees every cached key
         else:
             # query i sits at absolute position past + i and may see keys 0 .. past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y)), (k, v)
 
