@@ -56,7 +56,7 @@ def assert_same_runs(a: Path, b: Path) -> None:
 def reference(corpus, tmp_path_factory):
     """An uninterrupted batch of four configs (both batching modes), shared by the tests that compare with it."""
     tmp = tmp_path_factory.mktemp("reference")
-    configs = [{"model": "kgram_mlp"}, {"model": "transformer"}, {"model": "lstm"}, {"model": "transformer", "lr": 3e-3}]
+    configs = [{"model": "kgram_mlp"}, {"model": "transformer"}, {"model": "lstm"}, {"model": "transformer", "lr": 1e-2}]
     space = write_space(tmp / "s.json", corpus, configs, base={"max_steps": 40})
     report = batch(space, tmp, out="whole")
     assert report.exit_code == 0 and [o.outcome for o in report.outcomes] == ["done"] * 4
