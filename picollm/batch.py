@@ -782,8 +782,11 @@ def _sampled_configs(st: BatchSettings, sp: Space, sampler: str, n_runs: int, ou
     return [c.replace(out_dir=str(out_dir), progress=False) for c in configs]
 
 
-def ensure_corpora(configs: list[RunConfig]) -> None:
-    """Every corpus the batch trains on is here (downloaded once, before any worker starts), or one DataError."""
+def ensure_corpora(configs: list[RunConfig], st: BatchSettings) -> None:
+    """Every corpus the batch trains on (or times, --estimate) is here, downloaded once before any worker
+    starts, or one DataError. A plain dry run needs none; a Ray cluster's nodes read their own copies."""
+    if (st.dry_run and not st.estimate) or (st.backend == "ray" and st.address):
+        return
     from picollm.data import ensure_corpus  # picollm.data imports torch, which a dry run never needs
 
     for corpus in sorted({c.corpus for c in configs}):
@@ -813,6 +816,7 @@ def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, *
     configs = _sampled_configs(st, sp, sampler, n_runs, out_dir)
     res = plan_resources(configs, backend, st.workers, st.runs_per_gpu, st.gpus_per_run, fixed.get("threads"),
                          address)
+    ensure_corpora(configs, st)
     if st.dry_run:
         for note in res.notes:
             print(f"warning: {note}", file=sys.stderr)
@@ -821,8 +825,6 @@ def train_batch(overrides: dict[str, Any] | None = None, console: bool = True, *
         return BatchReport(outcomes=print_plan(configs, out_dir, f"space {sp.name}: {sp.description}".rstrip(": "),
                                                st.estimate, res.workers, res.threads))
 
-    if (st.estimate or not st.dry_run) and not (backend == "ray" and address):  # a cluster's nodes read their own
-        ensure_corpora(configs)
     # Ray is joined before anything is written: a cluster this machine cannot join is a user mistake
     pool = RayPool(res.threads, res.gpus_per_run, address, res.workers * res.threads) if backend == "ray" else None
     try:

@@ -323,6 +323,9 @@ def test_unreachable_corpus_is_one_error_before_anything_is_written(tmp_path, mo
     assert "\n" not in str(err.value)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists() and not (tmp_path / "cache").exists()
     assert train_batch(space=space, out_dir=tmp_path / "runs", dry_run=True).exit_code == 0  # a plan needs no data
+    with pytest.raises(DataError, match="PICOLLM_DATA_DIR"):  # ... but timing one trains on it
+        train_batch(space=space, out_dir=tmp_path / "runs", dry_run=True, estimate=2)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_gpu_packing_assigns_k_workers_per_gpu(monkeypatch):
