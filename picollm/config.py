@@ -52,6 +52,9 @@ class RunConfig:
     mlp_activation: str = setting("gelu", "transformer MLP activation (relu2 = relu(x)**2)", choices=("gelu", "relu2"))
     zero_init_proj: bool = setting(False, "transformer: zero-initialise the residual output projections (and an "
                                           "untied head)")
+    split_qkv: bool | None = setting(None, "transformer with --optimizer muon: orthogonalise the query, key and "
+                                     "value maps one by one rather than as one matrix (default: the family's "
+                                     "recipe, on)", kind=bool)
     init_range: float = setting(0.0, "lstm: initialise every parameter uniform(-r, r) (0 = the family's default "
                                      "init)", bounds="[0, inf)")
     # --- optimisation -----------------------------------------------------------------------------
@@ -166,6 +169,8 @@ class RunConfig:
                 changes[name] = recipe.get(name)
         if not self.qk_norm:
             changes["qk_scale"] = None  # unnormalised queries and keys learn their own scale
+        if optimizer != "muon":
+            changes["split_qkv"] = False  # the same function and AdamW steps: the layout runs trained with before
         if self.tokenizer == "auto":
             changes["tokenizer"] = default_tokenizer(self.corpus)
         tokenizer = changes.get("tokenizer", self.tokenizer)
@@ -221,16 +226,16 @@ _resolve = functools.lru_cache(maxsize=4096)(RunConfig._resolve_uncached)
 
 MODEL_FIELDS = frozenset({"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
                           "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "qk_scale", "mlp_activation",
-                          "zero_init_proj", "init_range"})
+                          "zero_init_proj", "split_qkv", "init_range"})
 #: Settings added after run directories already existed, each with the value that trains exactly as the code
 #: did before it existed. A setting at that value is left out of the fingerprint, so every run trained
 #: before the setting was added keeps its directory name; any other value (whatever the field's default is
 #: now) is fingerprinted. Never change a value here; a new setting that applies only under a new option
 #: (muon_lr, momentum, decay_frac, ...) is blanked by resolved() otherwise and needs no entry.
 OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
-                              "zero_init_proj": False, "init_range": 0.0}
-#: numeric settings whose default (None) is the family's recipe (picollm.models.family_recipe)
-RECIPE_SETTINGS = ("lr", "min_lr_ratio", "decay_frac", "qk_scale")
+                              "zero_init_proj": False, "split_qkv": False, "init_range": 0.0}
+#: settings whose default (None) is the family's recipe (picollm.models.family_recipe)
+RECIPE_SETTINGS = ("lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")
 RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress", "log_interval"})
 RECURRENT_FAMILIES = frozenset({"lstm", "xlstm"})
 #: keys that config.json carries besides the settings themselves

@@ -79,7 +79,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # the transformer recipe the published study ran with (docs/pico_study.md), pinned so that the same
         # command finds its runs: the family's defaults have moved since ("Time to quality" in the README)
         "base": {"corpus": "tinyshakespeare", "max_steps": 2000, "eval_interval": 200, "min_lr_ratio": 0.1,
-                 "decay_frac": 0.4, "qk_scale": 1.0},
+                 "decay_frac": 0.4, "qk_scale": 1.0, "split_qkv": False},
         "choices": {"model": ["kgram_mlp", "lstm", "xlstm", "transformer"], "embed": [32, 64, 128],
                     "lr": [1e-3, 3e-3, 1e-2], "block_size": [32, 64, 128], "batch_size": [16, 32, 64]},
         "family_choices": {

@@ -33,6 +33,8 @@ def test_unset_rates_are_the_familys_recipe_and_a_given_one_wins():
     t = RunConfig(model="transformer").resolved()
     assert (t.optimizer, t.schedule, t.lr, t.min_lr_ratio, t.decay_frac, t.qk_scale) == ("muon", "wsd", 3e-3, 0.0, 1.0, 1.5)
     assert RunConfig(model="transformer", qk_norm=False).resolved().qk_scale is None  # no effect without QK-norm
+    assert t.split_qkv is True and RunConfig(model="transformer", optimizer="adamw").resolved().split_qkv is False
+    assert RunConfig(model="lstm").resolved().split_qkv is None  # not a setting of the family
     assert RunConfig(model="lstm").resolved().decay_frac == 0.4
     assert RunConfig(model="kgram_mlp").resolved().decay_frac is None  # cosine: no decay share
     given = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1).resolved()
@@ -43,11 +45,14 @@ def test_unset_rates_are_the_familys_recipe_and_a_given_one_wins():
 
 
 def test_the_transformer_default_before_its_recipe_moved_keeps_its_name():
-    # RunConfig(model="transformer").fingerprint() before lr, min_lr_ratio, decay_frac and qk_scale became the
+    # RunConfig(model="transformer").fingerprint() before lr, min_lr_ratio, decay_frac, qk_scale and split_qkv became the
     # family's (commit 73a0ef4): those settings at the values it trained with find the same run directory
     before = "cd1fc1fb2da91ad74e9716f07d58bd9e55dd1d80a85f5bad1db2cf78384d0976"
-    old = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1, decay_frac=0.4, qk_scale=1.0)
+    old = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1, decay_frac=0.4, qk_scale=1.0, split_qkv=False)
     assert old.fingerprint() == before and RunConfig(model="transformer").fingerprint() != before
+    # ... and the default between then and split_qkv (commit ecaeac5)
+    assert RunConfig(model="transformer", split_qkv=False).fingerprint() == \
+        "d142f5b5aa9fd235e75b8a1fbc59c725d2d0ab5775783f5a0dc1a3fb5cfea80e"
     assert RunConfig(model="lstm").fingerprint() == "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"
 
 

@@ -122,7 +122,7 @@ def test_settings_a_family_ignores_do_not_fail_it():
 
 def test_transformer_qk_norm_bounds_the_attention_logits(monkeypatch):
     # with queries and keys of unit RMS, no logit exceeds sqrt(head_size), however large the weights grow
-    model = tiny_model("transformer", qk_norm=True)
+    model = tiny_model("transformer", qk_norm=True, split_qkv=False)
     with torch.no_grad():
         model.blocks[0].attn.qkv.weight.mul_(1000.0)
     logits = []
@@ -139,7 +139,7 @@ def test_transformer_qk_norm_bounds_the_attention_logits(monkeypatch):
     assert len(logits) == TINY["layers"]
     assert logits[0].abs().max().item() <= head_size ** 0.5 * 1.5 + 1e-3  # the recipe's qk_scale
     assert logits[0].abs().max().item() > head_size ** 0.5  # grown weights align q and k: past the scale-1 cap
-    unnormed = tiny_model("transformer", qk_norm=False)
+    unnormed = tiny_model("transformer", qk_norm=False, split_qkv=False)
     with torch.no_grad():
         unnormed.blocks[0].attn.qkv.weight.mul_(1000.0)
         unnormed(torch.randint(0, VOCAB, (2, 8)))
@@ -156,6 +156,17 @@ def test_transformer_zero_init_starts_every_block_as_the_identity():
     assert not logits.any()  # a uniform first prediction: loss log(V)
     tied = tiny_model("transformer", zero_init_proj=True)
     assert tied.wte.weight.any()  # the shared embedding is never zeroed
+
+
+def test_transformer_split_qkv_is_the_fused_model_held_as_three_matrices():
+    fused, split = tiny_model("transformer", split_qkv=False), tiny_model("transformer", split_qkv=True)
+    assert not hasattr(fused.blocks[0].attn, "q") and not hasattr(split.blocks[0].attn, "qkv")
+    for fused_block, split_block in zip(fused.blocks, split.blocks, strict=True):
+        a = split_block.attn
+        assert torch.equal(torch.cat([a.q.weight, a.k.weight, a.v.weight]), fused_block.attn.qkv.weight)
+    assert split.num_params() == fused.num_params()
+    idx = torch.randint(0, VOCAB, (2, 8))
+    assert torch.equal(split(idx)[0], fused(idx)[0])
 
 
 def test_lstm_init_range_draws_every_parameter_uniformly():

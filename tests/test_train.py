@@ -269,10 +269,44 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert on_muon == {n for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("blocks.")}
     assert {"wte.weight", "head.weight", "ln_f.weight"} <= on_adamw and not on_muon & on_adamw
     assert on_muon | on_adamw == set(names.values())
+    assert {"blocks.0.attn.q.weight", "blocks.0.attn.k.weight", "blocks.0.attn.v.weight"} <= on_muon  # the recipe
     lstm_cfg = RunConfig(model="lstm", embed=16, hidden=32, optimizer="muon")
     lstm = build_model(lstm_cfg, 23)
     on_muon = {id(p) for p in train_mod.hidden_matrices(lstm)}
     assert id(lstm.rnn.weight_hh_l0) in on_muon and id(lstm.embedding.weight) not in on_muon
+
+
+def _three_steps(cfg: RunConfig, split_qkv: bool) -> tuple[list[float], torch.Tensor]:
+    """Three optimizer steps of a tiny transformer built with the given layout: losses, first-block q/k/v."""
+    from picollm.models.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=23, embed=16, layers=2, heads=2, split_qkv=split_qkv))
+    opt = train_mod.make_optimizer(model, cfg, torch.device("cpu"))
+    batches = torch.randint(0, 23, (3, 4, 9), generator=torch.Generator().manual_seed(1))
+    losses = []
+    for batch in batches:
+        logits, _ = model(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    attn = model.blocks[0].attn
+    return losses, attn.qkv.weight.detach() if not split_qkv else torch.cat([attn.q.weight, attn.k.weight,
+                                                                              attn.v.weight]).detach()
+
+
+def test_split_qkv_changes_only_what_muon_does():
+    adamw = RunConfig(model="transformer", optimizer="adamw")
+    assert adamw.resolved().split_qkv is False  # so AdamW runs keep their names and their checkpoints' layout
+    losses, weights = _three_steps(adamw, split_qkv=False)
+    split_losses, split_weights = _three_steps(adamw, split_qkv=True)
+    assert losses == split_losses and torch.equal(weights, split_weights)  # elementwise steps: bit for bit
+    muon = RunConfig(model="transformer", optimizer="muon")
+    losses, weights = _three_steps(muon, split_qkv=False)
+    split_losses, split_weights = _three_steps(muon, split_qkv=True)
+    assert losses[0] == split_losses[0] and not torch.allclose(weights, split_weights, atol=1e-4)
 
 
 def test_muon_matrices_follow_the_schedule_at_muon_lr(corpus, tmp_path):

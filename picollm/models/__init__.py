@@ -38,9 +38,9 @@ def family_config_class(name: str) -> type:
     return _family(name)[1]
 
 
-#: what --optimizer auto, --schedule auto and an unset --lr, --min_lr_ratio, --decay_frac, --qk_scale mean for a family
-#: whose config class names no RECIPE (or leaves a key out): the recipe every family trained with before the
-#: time-to-quality work. Changing a value here renames every run that uses it: add keys, never edit them.
+#: what --optimizer auto, --schedule auto and an unset --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv
+#: mean for a family whose config class names no RECIPE (or leaves a key out): the recipe every family trained
+#: with before the time-to-quality work. Changing a value here renames every run that uses it: add keys, never edit them.
 DEFAULT_RECIPE: dict[str, Any] = {"optimizer": "adamw", "schedule": "cosine", "lr": 1e-3, "min_lr_ratio": 0.1,
                                   "decay_frac": 0.4}
 
@@ -75,4 +75,4 @@ def check_family_config(cfg: RunConfig) -> None:
 def build_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:
     """Instantiate the family named by cfg.model for a vocabulary of `vocab_size` tokens."""
     model_cls, _ = _family(cfg.model)
-    return model_cls(family_config(cfg, vocab_size))
+    return model_cls(family_config(cfg.resolved(), vocab_size))  # resolved: e.g. split_qkv only with Muon
