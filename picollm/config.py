@@ -29,8 +29,9 @@ class RunConfig:
     block_size: int = setting(64, "context length: tokens per training sequence (the BPTT length for recurrent models)",
                               bounds="[1, inf)")
     batch_size: int = setting(32, "sequences per optimisation step", bounds="[1, inf)")
-    batching: str = setting("auto", "random windows, or contiguous streams with carried state; auto = stream for "
-                            "recurrent families", choices=("auto", "random", "stream"))
+    batching: str = setting("auto", "random windows, or contiguous streams with carried state; auto = the family's "
+                            "recipe (stream for the lstm, random for the others)",
+                            choices=("auto", "random", "stream"))
     # --- model ------------------------------------------------------------------------------------
     model: str = setting("transformer", "model family (kgram_mlp, lstm, xlstm, transformer; xlstm_lib with the xlstm extra)")
     embed: int = setting(64, "token embedding size", bounds="[1, inf)")
@@ -59,15 +60,16 @@ class RunConfig:
                                      "init)", bounds="[0, inf)")
     # --- optimisation -----------------------------------------------------------------------------
     optimizer: str = setting("auto", "adamw; muon (hidden matrices on Muon at --muon_lr, the rest on AdamW at "
-                             "--lr); sgd (plain SGD, --momentum); auto = the family's recipe (muon for the lstm and "
-                             "transformer, adamw for the others)", choices=("auto", "adamw", "muon", "sgd"))
+                             "--lr); sgd (plain SGD, --momentum); auto = the family's recipe (muon for the lstm, "
+                             "xlstm and transformer, adamw for the kgram_mlp)", choices=("auto", "adamw", "muon", "sgd"))
     lr: float | None = setting(None, "peak learning rate (AdamW, SGD; with muon, of the AdamW-trained parameters; "
-                               "default: the family's recipe, 1e-3 for all but the transformer's 3e-3)",
+                               "default: the family's recipe, 3e-3 for the transformer, 1e-2 for the xlstm, 1e-3 for the "
+                               "others)",
                                bounds="(0, inf)", kind=float)
     muon_lr: float = setting(0.02, "muon: peak learning rate of the hidden matrices", bounds="(0, inf)")
     momentum: float = setting(0.0, "sgd: momentum (0 = plain SGD)", bounds="[0, 1)")
     min_lr_ratio: float | None = setting(None, "cosine / wsd schedule floor, as a fraction of lr (default: the "
-                                         "family's recipe, 0.1 for all but the transformer's 0)", bounds="[0, 1]",
+                                         "family's recipe, 0 for the transformer and xlstm, 0.1 for the others)", bounds="[0, 1]",
                                          kind=float)
     weight_decay: float = setting(0.01, "weight decay on matrices and embeddings (AdamW, Muon: decoupled; SGD: L2)",
                                   bounds="[0, inf)")
@@ -75,11 +77,11 @@ class RunConfig:
     beta2: float = setting(0.99, "AdamW beta2", bounds="[0, 1)")
     schedule: str = setting("auto", "learning-rate schedule after warmup; wsd = warmup-stable-decay (linear "
                             "decay to the floor over the last --decay_frac of the steps); step = x --lr_decay per "
-                            "epoch after --decay_start_epoch; auto = the family's recipe (wsd for the lstm and "
-                            "transformer, cosine for the others)",
+                            "epoch after --decay_start_epoch; auto = the family's recipe (wsd for the lstm, xlstm "
+                            "and transformer, cosine for the kgram_mlp)",
                             choices=("auto", "cosine", "constant", "plateau", "wsd", "step"))
     decay_frac: float | None = setting(None, "wsd: share of the run's steps spent decaying (default: the family's "
-                                       "recipe, 0.4 for the lstm, 1 for the transformer)", bounds="(0, 1]",
+                                       "recipe, 0.4 for the lstm, 1 for the transformer and xlstm)", bounds="(0, 1]",
                                        kind=float)
     decay_start_epoch: int = setting(4, "step: epochs trained at the full rate before decaying", bounds="[0, inf)")
     lr_decay: float = setting(0.5, "step: multiply the rate by this every epoch after --decay_start_epoch",
@@ -177,7 +179,7 @@ class RunConfig:
         if tokenizer != "bpe":
             changes["bpe_vocab_size"] = None
         if self.batching == "auto":
-            changes["batching"] = "stream" if self.model in RECURRENT_FAMILIES else "random"
+            changes["batching"] = recipe["batching"]
         used = family_fields(self.model)
         for name in MODEL_FIELDS - used:
             changes[name] = None
@@ -237,7 +239,6 @@ OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale"
 #: settings whose default (None) is the family's recipe (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")
 RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress", "log_interval"})
-RECURRENT_FAMILIES = frozenset({"lstm", "xlstm"})
 #: keys that config.json carries besides the settings themselves
 BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "device_used",
                               "max_steps_resolved", "train_tokens"})

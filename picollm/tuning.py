@@ -128,7 +128,7 @@ def suggest_point(trial: optuna.Trial, space: Space) -> dict[str, Any]:
     models = space._models(entry)
     model = trial.suggest_categorical("model", models) if len(models) > 1 else models[0]
     own = space.family_choices.get(model, {})
-    point = {**space.base, **entry, "model": model}
+    point = space.start(model, entry)
     for name, values in space._axes(model).items():
         param = f"{model}.{name}" if name in own else name
         if _numeric(values):

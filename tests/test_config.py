@@ -27,9 +27,14 @@ def test_fingerprint_same_with_defaults_spelled_out():
 def test_unset_rates_are_the_familys_recipe_and_a_given_one_wins():
     from picollm.models import DEFAULT_RECIPE
 
-    for family in ("kgram_mlp", "lstm", "xlstm"):
+    for family in ("kgram_mlp", "lstm"):
         r = RunConfig(model=family).resolved()
         assert (r.lr, r.min_lr_ratio) == (DEFAULT_RECIPE["lr"], DEFAULT_RECIPE["min_lr_ratio"])
+    x = RunConfig(model="xlstm").resolved()
+    assert (x.optimizer, x.schedule, x.lr, x.min_lr_ratio, x.decay_frac, x.batching) == \
+        ("muon", "wsd", 1e-2, 0.0, 1.0, "random")
+    assert [RunConfig(model=f).resolved().batching for f in ("lstm", "kgram_mlp", "transformer")] == \
+        ["stream", "random", "random"]
     t = RunConfig(model="transformer").resolved()
     assert (t.optimizer, t.schedule, t.lr, t.min_lr_ratio, t.decay_frac, t.qk_scale) == ("muon", "wsd", 3e-3, 0.0, 1.0, 1.5)
     assert RunConfig(model="transformer", qk_norm=False).resolved().qk_scale is None  # no effect without QK-norm

@@ -126,6 +126,22 @@ def test_family_choices_apply_only_to_their_family_and_replace_shared_lists():
     assert sorted(c.hidden for c in configs if c.model == "lstm") == [96, 160]
 
 
+def test_family_base_fixes_settings_of_one_family_and_leaves_the_draws_alone():
+    choices = {"model": ["kgram_mlp", "lstm", "xlstm"], "lr": [1e-3, 3e-3, 1e-2], "embed": [16, 32]}
+    plain = Space.from_dict({"choices": choices}, "t")
+    pinned = Space.from_dict({"choices": choices, "family_base": {"xlstm": {"batching": "stream", "lr": 5e-3}}}, "t")
+    drawn, drawn_pinned = sample(plain, "random", n_runs=8), sample(pinned, "random", n_runs=8)
+    assert [(c.model, c.embed) for c in drawn] == [(c.model, c.embed) for c in drawn_pinned]
+    for before, after in zip(drawn, drawn_pinned, strict=True):
+        if after.model == "xlstm":  # the family's base sits under the axes: the drawn lr wins
+            assert after.resolved().batching == "stream" and after.lr == before.lr
+        else:
+            assert after == before
+    assert {c.resolved().batching for c in drawn if c.model == "xlstm"} == {"random"}  # the recipe's
+    assert load_space("pico").with_overrides({"batching": "random"}).family_base == {
+        "xlstm": {"optimizer": "adamw", "schedule": "cosine"}}  # the command line wins
+
+
 def test_overrides_fix_a_field_for_every_config():
     space = load_space("xlstm-ptb-grid").with_overrides({"lr": 0.002})
     configs = sample(space)
@@ -149,6 +165,10 @@ def test_invalid_combinations_are_skipped_but_an_all_invalid_space_is_an_error()
     ({"choices": {"lr": ["fast"]}}, "not a float"),
     ({"choices": {"model": ["gpt5"]}}, "unknown model family"),
     ({"family_choices": {"rnn": {"hidden": [1]}}}, "unknown family"),
+    ({"family_base": {"rnn": {"hidden": 1}}}, "unknown family"),
+    ({"family_base": {"lstm": {"hidden": "big"}}}, "not a int"),
+    ({"family_base": {"lstm": {"model": "xlstm"}}}, "cannot set the model"),
+    ({"family_base": ["lstm"]}, "must map a family"),
     ({"sampler": "bayes"}, "sampler must be one of"),
     ({"n_runs": 0}, "n_runs"),
     ({"grid": {"embed": [1]}}, "unknown key"),

@@ -227,7 +227,8 @@ FINGERPRINTS_BEFORE_TIME_TO_QUALITY = {
     "transformer": ({**OLD_RECIPE, **OLD_TRANSFORMER},
                     "6b736e61f3c659803facee7932eda377ab78fe3ab4346921e8680163bad3d5a9"),
     "lstm": ({"model": "lstm", **OLD_RECIPE}, "43509d16d34691308e9a4f46e89c9356f3e7f06d9090f1f65c9f40562a0a8100"),
-    "xlstm": ({"model": "xlstm"}, "fce57bbeb127439f1fed9b2588e80137242acdc669ae4afb71316fb8fece62a4"),
+    "xlstm": ({"model": "xlstm", **OLD_RECIPE, "batching": "stream"},
+              "fce57bbeb127439f1fed9b2588e80137242acdc669ae4afb71316fb8fece62a4"),
     "kgram_mlp": ({"model": "kgram_mlp"}, "7e764f0feb64fcc02f536660e467cdcbb3fe36434a5f09753dc3de33e0c4c02f"),
     "plateau": ({**OLD_RECIPE, **OLD_TRANSFORMER, "schedule": "plateau", "lr": 3e-3},
                 "7a792164b478786099e4ac0478afb57d1a27f17f71ac282d9c12d9be86ee67bb"),
@@ -250,7 +251,7 @@ def test_configs_that_train_as_before_keep_their_fingerprint(name):
     assert cfg.replace(schedule="wsd").fingerprint() != fingerprint
 
 
-@pytest.mark.parametrize("family,recipe_changed", [("transformer", True), ("lstm", True), ("xlstm", False),
+@pytest.mark.parametrize("family,recipe_changed", [("transformer", True), ("lstm", True), ("xlstm", True),
                                                    ("kgram_mlp", False)])
 def test_a_new_default_recipe_never_reuses_an_old_run_directory(family, recipe_changed):
     old = FINGERPRINTS_BEFORE_TIME_TO_QUALITY[family][1]

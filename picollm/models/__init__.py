@@ -42,7 +42,7 @@ def family_config_class(name: str) -> type:
 #: mean for a family whose config class names no RECIPE (or leaves a key out): the recipe every family trained
 #: with before the time-to-quality work. Changing a value here renames every run that uses it: add keys, never edit them.
 DEFAULT_RECIPE: dict[str, Any] = {"optimizer": "adamw", "schedule": "cosine", "lr": 1e-3, "min_lr_ratio": 0.1,
-                                  "decay_frac": 0.4}
+                                  "decay_frac": 0.4, "batching": "random"}
 
 
 def family_recipe(name: str) -> dict[str, Any]:
