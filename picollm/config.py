@@ -163,12 +163,11 @@ class RunConfig:
 
         changes: dict[str, Any] = {}
         recipe = family_recipe(self.model)
-        optimizer = recipe["optimizer"] if self.optimizer == "auto" else self.optimizer
-        schedule = recipe["schedule"] if self.schedule == "auto" else self.schedule
-        changes.update(optimizer=optimizer, schedule=schedule)
-        for name in RECIPE_SETTINGS:  # not given: the family's value
-            if getattr(self, name) is None:
+        for name in RECIPE_SETTINGS:  # "auto" or not given: the family's value
+            if getattr(self, name) in ("auto", None):
                 changes[name] = recipe.get(name)
+        optimizer = changes.get("optimizer", self.optimizer)
+        schedule = changes.get("schedule", self.schedule)
         if not self.qk_norm:
             changes["qk_scale"] = None  # unnormalised queries and keys learn their own scale
         if optimizer != "muon":
@@ -178,8 +177,6 @@ class RunConfig:
         tokenizer = changes.get("tokenizer", self.tokenizer)
         if tokenizer != "bpe":
             changes["bpe_vocab_size"] = None
-        if self.batching == "auto":
-            changes["batching"] = recipe["batching"]
         used = family_fields(self.model)
         for name in MODEL_FIELDS - used:
             changes[name] = None
@@ -236,8 +233,9 @@ MODEL_FIELDS = frozenset({"embed", "hidden", "layers", "heads", "k", "inner_laye
 #: (muon_lr, momentum, decay_frac, ...) is blanked by resolved() otherwise and needs no entry.
 OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
                               "zero_init_proj": False, "split_qkv": False, "init_range": 0.0}
-#: settings whose default (None) is the family's recipe (picollm.models.family_recipe)
-RECIPE_SETTINGS = ("lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")
+#: settings whose default ("auto", or None for a number or a switch) is the family's recipe
+#: (picollm.models.family_recipe)
+RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")
 RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress", "log_interval"})
 #: keys that config.json carries besides the settings themselves
 BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "device_used",

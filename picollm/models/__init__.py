@@ -38,9 +38,9 @@ def family_config_class(name: str) -> type:
     return _family(name)[1]
 
 
-#: what --optimizer auto, --schedule auto and an unset --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv
-#: mean for a family whose config class names no RECIPE (or leaves a key out): the recipe every family trained
-#: with before the time-to-quality work. Changing a value here renames every run that uses it: add keys, never edit them.
+#: what the RECIPE_SETTINGS of picollm.config (--optimizer auto, an unset --lr, ...) mean for a family whose config
+#: class names no RECIPE (or leaves a key out): the recipe every family trained with before the time-to-quality
+#: work. Changing a value here renames every run that uses it: add keys, never edit them.
 DEFAULT_RECIPE: dict[str, Any] = {"optimizer": "adamw", "schedule": "cosine", "lr": 1e-3, "min_lr_ratio": 0.1,
                                   "decay_frac": 0.4, "batching": "random"}
 
@@ -56,13 +56,10 @@ def family_fields(name: str) -> set[str]:
 
 
 def family_config(cfg: RunConfig, vocab_size: int):
-    """The family's own config dataclass, filled from the run config (validates it); a setting left unset is
-    the family's recipe (qk_scale). Not through cfg.resolved(), which builds and so validates a RunConfig,
-    whose validation calls this."""
+    """The family's own config dataclass, filled from the run config (validates it); a setting left unset takes
+    the dataclass's default, so pass a resolved config to get the family's recipe (build_model does)."""
     config_cls = family_config_class(cfg.model)
-    recipe = family_recipe(cfg.model)
-    kwargs = {f.name: recipe.get(f.name) if getattr(cfg, f.name) is None else getattr(cfg, f.name)
-              for f in dataclasses.fields(config_cls) if f.name != "vocab_size"}
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(config_cls) if f.name != "vocab_size"}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return config_cls(vocab_size=vocab_size, **kwargs)
 
@@ -75,4 +72,4 @@ def check_family_config(cfg: RunConfig) -> None:
 def build_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:
     """Instantiate the family named by cfg.model for a vocabulary of `vocab_size` tokens."""
     model_cls, _ = _family(cfg.model)
-    return model_cls(family_config(cfg.resolved(), vocab_size))  # resolved: e.g. split_qkv only with Muon
+    return model_cls(family_config(cfg.resolved(), vocab_size))  # the recipe's qk_scale; split_qkv only with Muon
