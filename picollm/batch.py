@@ -722,7 +722,6 @@ def run_study(runner: _BatchRunner, study: StudyRunner, n_runs: int, workers: in
 
     def add(t) -> None:
         runner.register(t.cfg, f"trial {t.trial.number}")
-        study.waiting.setdefault(t.cfg.fingerprint(), [])
         for tmp in (runner.out_dir / t.cfg.run_name()).glob(".*.tmp"):  # left by a worker killed mid-write
             tmp.unlink(missing_ok=True)
         jobs.append(Job(t.cfg, stage=f"trial {t.trial.number}", trial=study.job_info(t)))

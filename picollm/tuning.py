@@ -13,8 +13,8 @@ is told the recorded result without training, and --n_runs counts distinct confi
 The study is stored beside the runs, in Optuna's journal file storage (<out_dir>/.optuna/<space>.journal),
 so a batch killed at any moment is resumed by running the same command: trials that were running are
 trained again from their config (train_run resumes the run from last.pt), no trial is lost or told twice.
-The sampler is re-seeded from the trial number before every ask, so the suggestions after a restart are
-those an uninterrupted batch would have made. `optuna-dashboard <out_dir>/.optuna/<space>.journal` shows it.
+The sampler is re-seeded from the number of trials asked before every ask, so the suggestions after a
+restart are those an uninterrupted batch would have made. `optuna-dashboard <out_dir>/.optuna/<space>.journal` shows it.
 
 Pruning (--pruner median | hyperband): each run reports its validation loss at every evaluation to its
 trial from inside the worker process (local or Ray: the journal file must then be on a shared filesystem);
@@ -193,15 +193,21 @@ class StudyRunner:
         return len({t.user_attrs["fingerprint"] for t in self.study.trials if "fingerprint" in t.user_attrs})
 
     def unfinished(self) -> list[_Trial]:
-        """Trials a killed batch left running: trained again (their runs resume from last.pt)."""
+        """Trials a killed batch left running, taken up where they stopped: each is told, queued behind the
+        trial that trains its config, or trained again (its run resumes from last.pt). A trial killed before
+        its config was recorded has no config to take up: it is failed and marked `killed`, and the
+        sampler's seeds skip it (see asked), so the suggestions that follow are the uninterrupted batch's."""
         optuna = import_optuna()
         out = []
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if "config" not in t.user_attrs:  # killed between ask and recording its config
-                self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-                continue
             trial = optuna.trial.Trial(self.study, t._trial_id)
-            out.append(_Trial(trial, RunConfig.from_record(json.loads(t.user_attrs["config"]))))
+            if "config" not in t.user_attrs:
+                if "invalid" not in t.user_attrs:
+                    trial.set_user_attr("killed", True)
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            if (resumed := self.place(trial, RunConfig.from_record(json.loads(t.user_attrs["config"])))):
+                out.append(resumed)
         return out
 
     def remember_told(self) -> None:
@@ -211,12 +217,18 @@ class StudyRunner:
             if "fingerprint" in t.user_attrs:
                 self.results.setdefault(t.user_attrs["fingerprint"], (t.state.name, t.values))
 
+    def asked(self) -> int:
+        """Trials the batch has asked for, leaving out those a kill cut short before their config was
+        recorded: an uninterrupted batch never asked for them."""
+        return sum("config" in t.user_attrs or "invalid" in t.user_attrs
+                   for t in self.study.get_trials(deepcopy=False))
+
     def ask(self) -> _Trial | None:
         """The next trial with a config no trial has trained yet; duplicates are told (or queued) on the way.
         None when the space has no new config to offer."""
         optuna = import_optuna()
         for _ in range(MAX_REPEATS):
-            self.study.sampler = make_sampler(self.sampler, trial_seed(self.seed, len(self.study.trials)))
+            self.study.sampler = make_sampler(self.sampler, trial_seed(self.seed, self.asked()))
             trial = self.study.ask()
             try:
                 cfg = self.prepare(RunConfig(**suggest_point(trial, self.space)))
@@ -224,21 +236,28 @@ class StudyRunner:
                 trial.set_user_attr("invalid", str(e))
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
-            fp = cfg.fingerprint()
-            trial.set_user_attr("fingerprint", fp)
-            trial.set_user_attr("run", cfg.run_name())
-            if fp in self.results:
-                self._tell(trial, *self.results[fp], duplicate=True)
-            elif fp in self.waiting:
-                self.waiting[fp].append(trial)
-            elif read_status(Path(cfg.out_dir) / cfg.run_name())["status"] in FINISHED:
-                trial.set_user_attr("config", json.dumps(cfg.to_dict()))
-                self.finish(_Trial(trial, cfg), trained=False)
-            else:
-                trial.set_user_attr("config", json.dumps(cfg.to_dict()))
-                self.waiting[fp] = []
-                return _Trial(trial, cfg)
+            # the config first, in one journal entry: a trial that has it can be taken up after a kill
+            trial.set_user_attr("config", json.dumps(cfg.to_dict()))
+            if (t := self.place(trial, cfg)) is not None:
+                return t
         log.info(f"the space offered no new config in {MAX_REPEATS} suggestions: stopping at {self.distinct()}")
+        return None
+
+    def place(self, trial: Any, cfg: RunConfig) -> _Trial | None:
+        """A trial with its config recorded: told the result its config already has, queued behind the trial
+        training it, told the result of its finished run on disk, or returned to be trained."""
+        fp = cfg.fingerprint()
+        trial.set_user_attr("fingerprint", fp)
+        trial.set_user_attr("run", cfg.run_name())
+        if fp in self.results:
+            self._tell(trial, *self.results[fp], duplicate=True)
+        elif fp in self.waiting:
+            self.waiting[fp].append(trial)
+        elif read_status(Path(cfg.out_dir) / cfg.run_name())["status"] in FINISHED:
+            self.finish(_Trial(trial, cfg))
+        else:
+            self.waiting[fp] = []
+            return _Trial(trial, cfg)
         return None
 
     def job_info(self, t: _Trial) -> dict[str, Any] | None:
@@ -258,8 +277,8 @@ class StudyRunner:
             return "FAIL", None
         return "COMPLETE", [float(row[name]) for name in self.objectives]
 
-    def finish(self, t: _Trial, trained: bool = True) -> None:
-        fp = t.trial.user_attrs.get("fingerprint") or t.cfg.fingerprint()
+    def finish(self, t: _Trial) -> None:
+        fp = t.cfg.fingerprint()
         state, values = self.outcome(t.cfg)
         self.results[fp] = (state, values)
         self._tell(t.trial, state, values)

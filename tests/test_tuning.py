@@ -101,6 +101,40 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_study(corpu
         pd.testing.assert_frame_equal(read_metrics(killed / run.name)[LOSS_COLUMNS], read_metrics(run)[LOSS_COLUMNS])
 
 
+class Killed(BaseException):
+    """Stands for kill -9 at one exact line: nothing after it runs, nothing catches it."""
+
+
+def told(out: Path) -> list:
+    return [(t.params, t.state, t.values) for t in trials(out) if "fingerprint" in t.user_attrs]
+
+
+@pytest.mark.parametrize("moment", ["after the ask", "after the config"])
+def test_a_batch_killed_inside_an_ask_resumes_as_the_uninterrupted_study(corpus, tmp_path, monkeypatch, moment):
+    from optuna.trial import Trial
+
+    space = write_space(tmp_path, corpus)
+    tuned(tmp_path, space, "whole")
+    tuned(tmp_path, space, "killed", n_runs=3)
+    set_attr = Trial.set_user_attr
+    kill_at = "config" if moment == "after the ask" else "fingerprint"
+
+    def killed_at(trial, key, value):
+        if key == kill_at:
+            raise Killed
+        set_attr(trial, key, value)
+
+    monkeypatch.setattr(Trial, "set_user_attr", killed_at)
+    with pytest.raises(Killed):
+        tuned(tmp_path, space, "killed")
+    monkeypatch.setattr(Trial, "set_user_attr", set_attr)
+    assert sum(t.state == optuna.trial.TrialState.RUNNING for t in trials(tmp_path / "killed")) == 1
+    tuned(tmp_path, space, "killed")
+    assert told(tmp_path / "killed") == told(tmp_path / "whole")
+    cut_short = [t for t in trials(tmp_path / "killed") if t.user_attrs.get("killed")]
+    assert len(cut_short) == (moment == "after the ask")  # one with its config is taken up, not failed
+
+
 def test_pruned_runs_are_stopped_with_their_metrics_kept_and_never_retrained(corpus, tmp_path):
     space = write_space(tmp_path, corpus)
     report = tuned(tmp_path, space, "ck", n_runs=10, pruner="median")
