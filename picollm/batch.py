@@ -59,7 +59,15 @@ from picollm.errors import ConfigError, PicoError
 from picollm.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
 from picollm.log import capture_records, get_logger, replay_records, setup_logging
 from picollm.pool import Slot, WorkerPool
-from picollm.runs import FINISHED, atomic_write_json, read_metrics, read_status, run_summary, write_status
+from picollm.runs import (
+    FINISHED,
+    atomic_write_json,
+    read_metrics,
+    read_status,
+    remove_leftovers,
+    run_summary,
+    write_status,
+)
 from picollm.search import (
     OPTUNA_SAMPLERS,
     PRESETS,
@@ -561,8 +569,7 @@ class _BatchRunner:
                   and status.get("step", 0) >= job.stop_at_step):
                 self.record(job.cfg, job.stage, "paused", status.get("reason", ""), 0.0)
             else:
-                for tmp in run_dir.glob(".*.tmp"):  # left by a worker killed mid-write; nobody else writes here
-                    tmp.unlink(missing_ok=True)
+                remove_leftovers(run_dir)
                 todo.append(job)
         total = len(todo)
         for i, (job, result) in enumerate(self.pool.run(todo), 1):
@@ -722,8 +729,7 @@ def run_study(runner: _BatchRunner, study: StudyRunner, n_runs: int, workers: in
 
     def add(t) -> None:
         runner.register(t.cfg, f"trial {t.trial.number}")
-        for tmp in (runner.out_dir / t.cfg.run_name()).glob(".*.tmp"):  # left by a worker killed mid-write
-            tmp.unlink(missing_ok=True)
+        remove_leftovers(runner.out_dir / t.cfg.run_name())
         jobs.append(Job(t.cfg, stage=f"trial {t.trial.number}", trial=study.job_info(t)))
         trials[id(jobs[-1])] = t
 

@@ -92,14 +92,31 @@ def read_status(run_dir: Path) -> dict:
         return {"status": "corrupt"}
 
 
-def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> dict:
+def status_record(run_dir: Path, status: str, reason: str = "", **extra: Any) -> dict:
+    """The status.json that write_status would write now (the start time carried over)."""
     assert status in STATUSES, status
     previous = read_status(run_dir)
     record = {**{k: v for k, v in previous.items() if k in ("started",)}, **extra}
     record.update(status=status, reason=reason, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
     record.setdefault("started", record["updated"])
-    atomic_write_json(Path(run_dir) / "status.json", record)
     return record
+
+
+def save_status(run_dir: Path, record: dict) -> None:
+    atomic_write_json(Path(run_dir) / "status.json", record)
+
+
+def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> dict:
+    record = status_record(run_dir, status, reason, **extra)
+    save_status(run_dir, record)
+    return record
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete the temp files a writer killed mid-write left in a run directory (atomic_write's .*.tmp); only
+    for a run no live process writes to, e.g. one a batch is about to resume."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -79,8 +79,12 @@ def available() -> bool:
     return True
 
 
-def write_run_events(run_dir: Path | str, *, analysis_root: Path | str | None = None) -> Path | None:
+def write_run_events(run_dir: Path | str, *, analysis_root: Path | str | None = None,
+                     status: dict | None = None) -> Path | None:
     """Write (or rebuild) the run's event file from its metric rows, status and settings; return its path.
+
+    status: the status.json about to be written (default: the one on disk); the trainer writes a run's last
+    event file before its final status, so a run that says "done" has its events, even after a kill.
 
     analysis_root: where analyze_all_checkpoints put its analyses (analysis_runs); the run's test metrics are
     added when its analysis evaluated the run's current best.pt. Returns None, writing nothing, when
@@ -90,7 +94,7 @@ def write_run_events(run_dir: Path | str, *, analysis_root: Path | str | None = 
         return None
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
-    status = read_status(run_dir)
+    status = read_status(run_dir) if status is None else status
     metrics = read_metrics(run_dir)
     start = _start_time(run_dir, status)
     test = known_test_metrics(run_dir, status, analysis_root) if analysis_root is not None else {}
@@ -114,8 +118,9 @@ def replace_event_file(run_dir: Path, source: str, events: Iterable[Event]) -> P
     if current and current[-1].read_bytes() == data:  # e.g. a finished run back-filled again
         return _keep_newest(run_dir, suffix)
     stamp = max([time.time_ns()] + [_stamp(p) + 1 for p in current])  # sorts last even if the clock went back
-    # the staging name lacks "tfevents", so TensorBoard never reads the file half-written
-    staging = run_dir / f".picollm-events-{uuid.uuid4().hex}"
+    # the staging name lacks "tfevents", so TensorBoard never reads the file half-written, and ends in .tmp, so
+    # one a kill leaves behind is removed with the run's other leftovers (runs.remove_leftovers)
+    staging = run_dir / f".picollm-events-{uuid.uuid4().hex}.tmp"
     atomic_write(staging, lambda f: f.write(data))
     os.replace(staging, run_dir / f"events.out.tfevents.{stamp:019d}{suffix}")
     return _keep_newest(run_dir, suffix)

@@ -36,6 +36,8 @@ from picollm.runs import (
     atomic_write_json,
     load_checkpoint,
     read_status,
+    save_status,
+    status_record,
     write_metrics,
     write_status,
     write_train_log,
@@ -470,8 +472,9 @@ def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str
     bar.close()
     write_metrics(run_dir, run.rows)
     write_train_log(run_dir, run.log_rows)
-    write_status(run_dir, status, reason, step=run.ts.step, max_steps=run.max_steps,
-                 best_val_loss=run.ts.best_val if math.isfinite(run.ts.best_val) else None,
-                 best_step=run.ts.best_step, train_seconds=run.ts.elapsed)
-    write_run_events(run_dir)
+    record = status_record(run_dir, status, reason, step=run.ts.step, max_steps=run.max_steps,
+                           best_val_loss=run.ts.best_val if math.isfinite(run.ts.best_val) else None,
+                           best_step=run.ts.best_step, train_seconds=run.ts.elapsed)
+    write_run_events(run_dir, status=record)  # first: a kill in between leaves a run to resume, not a finished
+    save_status(run_dir, record)  # one without its events
     log.info(f"{run_dir.name}: {status} ({reason})")

@@ -153,6 +153,36 @@ def test_a_resumed_run_and_recomputed_rows_leave_exactly_the_rows(corpus, tmp_pa
     assert len(list(run_dir.glob("*tfevents*"))) == 1
 
 
+class Killed(BaseException):
+    """Stands for kill -9 at one exact line: nothing after it runs, nothing catches it."""
+
+
+def test_a_kill_while_the_last_events_are_written_leaves_a_run_to_resume_not_a_done_one(corpus, tmp_path,
+                                                                                           monkeypatch):
+    import picollm.train as train_module
+
+    cfg = tiny(corpus, tmp_path, model="kgram_mlp")
+    write, calls = tb.write_run_events, []
+
+    def killed_at_the_end(run_dir, **kw):
+        calls.append(run_dir)
+        if len(calls) == 3:  # after the evaluations at steps 10 and 20: the run's last event file
+            raise Killed
+        return write(run_dir, **kw)
+
+    monkeypatch.setattr(train_module, "write_run_events", killed_at_the_end)
+    with pytest.raises(Killed):
+        train_run(cfg, quiet=True)
+    run_dir = tmp_path / cfg.run_name()
+    assert read_status(run_dir)["status"] == "running"  # so a batch resumes it, and nothing is left half-done
+    monkeypatch.setattr(train_module, "write_run_events", write)
+    train_run(cfg, quiet=True)
+    assert read_status(run_dir)["status"] == "done"
+    assert_events_match_metrics(run_dir)
+    ended = accumulator(run_dir).PluginTagToContent(hp_metadata.PLUGIN_NAME)
+    assert hp_metadata.SESSION_END_INFO_TAG in ended
+
+
 def test_test_metrics_come_from_an_analysis_of_the_current_best(checkpoints, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(next(checkpoints.glob("kgram_mlp-*")), run_dir)
