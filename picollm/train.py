@@ -470,11 +470,17 @@ def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str
         if run.ts.step < run.max_steps:
             status, reason = "paused", f"paused at step {run.ts.step} of {run.max_steps} (step budget)"
     bar.close()
-    write_metrics(run_dir, run.rows)
-    write_train_log(run_dir, run.log_rows)
-    record = status_record(run_dir, status, reason, step=run.ts.step, max_steps=run.max_steps,
+    end_run(run, status, reason)
+
+
+def end_run(run: Run, status: str, reason: str) -> None:
+    """Write the run's rows and its last event file, then its status: status.json is written last, so a run
+    killed before it is resumed (and ends the same), never left finished with a half-written event file."""
+    write_metrics(run.run_dir, run.rows)
+    write_train_log(run.run_dir, run.log_rows)
+    record = status_record(run.run_dir, status, reason, step=run.ts.step, max_steps=run.max_steps,
                            best_val_loss=run.ts.best_val if math.isfinite(run.ts.best_val) else None,
                            best_step=run.ts.best_step, train_seconds=run.ts.elapsed)
-    write_run_events(run_dir, status=record)  # first: a kill in between leaves a run to resume, not a finished
-    save_status(run_dir, record)  # one without its events
-    log.info(f"{run_dir.name}: {status} ({reason})")
+    write_run_events(run.run_dir, status=record)
+    save_status(run.run_dir, record)
+    log.info(f"{run.run_dir.name}: {status} ({reason})")
