@@ -14,7 +14,8 @@ The study is stored beside the runs, in Optuna's journal file storage (<out_dir>
 so a batch killed at any moment is resumed by running the same command: trials that were running are
 trained again from their config (train_run resumes the run from last.pt), no trial is lost or told twice.
 The sampler is re-seeded from the number of trials asked before every ask, so the suggestions after a
-restart are those an uninterrupted batch would have made. `optuna-dashboard <out_dir>/.optuna/<space>.journal` shows it.
+restart are those an uninterrupted batch would have made.
+`optuna-dashboard <out_dir>/.optuna/<space>.journal` shows it.
 
 Pruning (--pruner median | hyperband): each run reports its validation loss at every evaluation to its
 trial from inside the worker process (local or Ray: the journal file must then be on a shared filesystem);
