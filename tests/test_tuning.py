@@ -39,6 +39,11 @@ def trials(out: Path, name: str = "space") -> list:
     return study.trials
 
 
+def told(out: Path) -> list:
+    """(params, state, values) of each trial that got a config, in order."""
+    return [(t.params, t.state, t.values) for t in trials(out) if "fingerprint" in t.user_attrs]
+
+
 def tuned(tmp_path: Path, space: Path, out: str, **kw):
     return train_batch(space=str(space), out_dir=tmp_path / out, log_dir=tmp_path / "logs", console=False,
                        **{"sampler": "tpe", "n_runs": 6, "workers": 1, **kw})
@@ -92,10 +97,8 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_study(corpu
         proc.wait()
     subprocess.run(batch_command(space, killed, tmp_path / "logs"), env=env, check=True, capture_output=True,
                    timeout=600)
-    whole, resumed = trials(tmp_path / "whole"), trials(killed)
-    told = [t for t in resumed if t.user_attrs.get("fingerprint")]  # a trial killed before its config is failed
-    assert all(t.state != optuna.trial.TrialState.RUNNING for t in resumed)
-    assert [(t.params, t.state, t.values) for t in told] == [(t.params, t.state, t.values) for t in whole]
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials(killed))
+    assert told(killed) == told(tmp_path / "whole")  # a trial killed before its config has no fingerprint
     assert sorted(p.name for p in list_runs(killed)) == sorted(p.name for p in list_runs(tmp_path / "whole"))
     for run in list_runs(tmp_path / "whole"):  # resumed runs end with the metrics of uninterrupted ones
         pd.testing.assert_frame_equal(read_metrics(killed / run.name)[LOSS_COLUMNS], read_metrics(run)[LOSS_COLUMNS])
@@ -103,10 +106,6 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_study(corpu
 
 class Killed(BaseException):
     """Stands for kill -9 at one exact line: nothing after it runs, nothing catches it."""
-
-
-def told(out: Path) -> list:
-    return [(t.params, t.state, t.values) for t in trials(out) if "fingerprint" in t.user_attrs]
 
 
 @pytest.mark.parametrize("moment", ["after the ask", "after the config"])
