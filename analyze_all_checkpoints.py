@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from picollm.analysis import add_max_new_tokens_arg, analyze_all
-from picollm.cli import ArgumentParser, run_cli
-from picollm.log import setup_logging
+from picollm.analyze.analysis import add_max_new_tokens_arg, analyze_all
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.log import setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -11,10 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from picollm.analysis import add_max_new_tokens_arg, analyze_run
-from picollm.cli import ArgumentParser, run_cli
-from picollm.influence import InfluenceSettings, add_influence_args, analyze_influence, influence_kwargs
-from picollm.log import setup_logging
+from picollm.analyze.analysis import add_max_new_tokens_arg, analyze_run
+from picollm.analyze.influence import (
+    InfluenceSettings,
+    add_influence_args,
+    analyze_influence,
+    influence_kwargs,
+)
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.log import setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

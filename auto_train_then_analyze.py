@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from picollm.analysis import add_max_new_tokens_arg, analyze_all, available_cores
-from picollm.batch import add_batch_args, batch_kwargs, train_batch
-from picollm.cli import ArgumentParser, run_cli
-from picollm.errors import ConfigError
-from picollm.generate import DecodeConfig
-from picollm.log import get_logger, setup_logging
-from picollm.study import add_summary_args, check_summary_inputs, families, summarize
+from picollm.analyze.analysis import add_max_new_tokens_arg, analyze_all, available_cores
+from picollm.analyze.generate import DecodeConfig
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.errors import ConfigError
+from picollm.core.log import get_logger, setup_logging
+from picollm.study.summarize import add_summary_args, check_summary_inputs, families, summarize
+from picollm.sweep.batch import add_batch_args, batch_kwargs, train_batch
 
 log = get_logger()
 

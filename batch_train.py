@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 
-from picollm.batch import add_batch_args, train_batch_from_args
-from picollm.cli import ArgumentParser, run_cli
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.sweep.batch import add_batch_args, train_batch_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

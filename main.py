@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 
-from picollm.cli import ArgumentParser, add_config_args, config_from_args, run_cli
-from picollm.log import setup_logging
-from picollm.models import FAMILIES
-from picollm.runs import run_summary
-from picollm.train import train_run
+from picollm.config import add_config_args, config_from_args
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.log import setup_logging
+from picollm.models import FAMILIES, default_families
+from picollm.runs.layout import run_summary
+from picollm.train.loop import train_run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["kgram_mlp", "lstm", "xlstm", "transformer"],
+    parser.add_argument("--models", nargs="+", default=default_families(),
                         help=f"model families to train, in order (choices: {', '.join(FAMILIES)})")
     add_config_args(parser, exclude=("model",))
     return parser.parse_args(argv)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from picollm.cli import ArgumentParser, run_cli
-from picollm.log import setup_logging
-from picollm.study import add_summary_args, summarize
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.log import setup_logging
+from picollm.study.summarize import add_summary_args, summarize
 
 
 def main(argv: list[str] | None = None) -> int:

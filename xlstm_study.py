@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from picollm.cli import ArgumentParser, run_cli
-from picollm.errors import ConfigError
-from picollm.log import setup_logging
-from picollm.settings import add_settings_args, settings_from_args
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.errors import ConfigError
+from picollm.core.log import setup_logging
+from picollm.core.settings import add_settings_args, settings_from_args
 
 
 def _families(text: str) -> tuple[str, ...]:
@@ -27,8 +27,8 @@ def _families(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from picollm.studies.nearest_neighbour import NNStudy, run_nn_study
-    from picollm.studies.xlstm_vs_baselines import LMStudy, run_lm_study
+    from picollm.experiments.nearest_neighbour import NNStudy, run_nn_study
+    from picollm.experiments.xlstm_vs_baselines import LMStudy, run_lm_study
 
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out_dir", default="analysis_runs/xlstm_study")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from picollm.analysis import analyze_all, available_cores
+from picollm.analyze.analysis import analyze_all, available_cores
 from picollm.config import RunConfig
-from picollm.table import TIMING_COLUMNS
-from picollm.train import train_run
+from picollm.runs.table import TIMING_COLUMNS
+from picollm.train.loop import train_run
 
 FAMILIES = ["kgram_mlp", "lstm", "transformer"]
 

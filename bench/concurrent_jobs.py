@@ -28,9 +28,9 @@ from pathlib import Path
 import pandas as pd
 
 from picollm.config import RunConfig
-from picollm.resources import cpu_cores, running_jobs
-from picollm.table import TABLE_COLUMNS, TABLE_NAME, TIMING_COLUMNS, read_table
-from picollm.train import train_run
+from picollm.core.resources import cpu_cores, running_jobs
+from picollm.runs.table import TABLE_COLUMNS, TABLE_NAME, TIMING_COLUMNS, read_table
+from picollm.train.loop import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["kgram_mlp", "lstm", "transformer"]

@@ -21,9 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from picollm.cli import ArgumentParser, run_cli  # noqa: E402
-from picollm.errors import PicoError  # noqa: E402
-from picollm.runs import atomic_write, read_json, read_metrics  # noqa: E402
+from picollm.core.atomic import atomic_write  # noqa: E402
+from picollm.core.commands import ArgumentParser, run_cli  # noqa: E402
+from picollm.core.errors import PicoError  # noqa: E402
+from picollm.runs.layout import read_json, read_metrics  # noqa: E402
 
 
 def label(run_dir: Path) -> str:

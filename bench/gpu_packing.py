@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from picollm.batch import format_table, train_batch
+from picollm.sweep.batch import format_table, train_batch
 
 
 def write_space(path: Path, args: argparse.Namespace) -> None:

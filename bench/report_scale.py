@@ -28,9 +28,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from picollm.report import CURVES_FILE, write_report  # noqa: E402
-from picollm.runs import METRIC_COLUMNS  # noqa: E402
-from picollm.table import TABLE_COLUMNS, TABLE_NAME  # noqa: E402
+from picollm.runs.layout import METRIC_COLUMNS  # noqa: E402
+from picollm.runs.table import TABLE_COLUMNS, TABLE_NAME  # noqa: E402
+from picollm.study.report import CURVES_FILE, write_report  # noqa: E402
 
 FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
 CORPORA = ["tinyshakespeare", "wikitext2", "ptb"]

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from picollm.batch import train_batch  # noqa: E402
-from picollm.log import setup_logging  # noqa: E402
+from picollm.core.log import setup_logging  # noqa: E402
+from picollm.sweep.batch import train_batch  # noqa: E402
 
 SPACE = {
     "description": "K-gram MLP on Tiny Shakespeare: its own settings and lr, 200 steps",
@@ -44,7 +44,7 @@ def study_losses(checkpoints: Path, name: str) -> list[float]:
     """Val loss of each distinct config of a study, in the order the sampler chose them."""
     import optuna
 
-    from picollm.tuning import journal_path, storage
+    from picollm.sweep.tuning import journal_path, storage
 
     study = optuna.load_study(study_name=name, storage=storage(journal_path(checkpoints, name)))
     return [t.values[0] if t.values else float("nan") for t in study.trials

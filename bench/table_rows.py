@@ -23,8 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from picollm.runs import atomic_write_text  # noqa: E402
-from picollm.table import TABLE_COLUMNS, TABLE_NAME, export_table, read_table, upsert_rows  # noqa: E402
+from picollm.core.atomic import atomic_write_text  # noqa: E402
+from picollm.runs.table import TABLE_COLUMNS, TABLE_NAME, export_table, read_table, upsert_rows  # noqa: E402
 
 
 def fake_row(i: int, rng: random.Random) -> dict:

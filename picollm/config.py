@@ -8,15 +8,17 @@ out, and two configs that differ only in a setting the family ignores are the sa
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from picollm.errors import ConfigError
-from picollm.settings import setting, validate_settings
+from picollm.core.errors import ConfigError
+from picollm.core.settings import add_settings_args, setting, validate_settings
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class RunConfig:
         return _resolve(self)
 
     def _resolve_uncached(self) -> RunConfig:
-        from picollm.data import default_tokenizer
+        from picollm.data.corpora import default_tokenizer
         from picollm.models import family_fields, family_recipe
 
         changes: dict[str, Any] = {}
@@ -208,7 +210,7 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the canonical JSON of every result-changing setting."""
-        from picollm.data import corpus_identity
+        from picollm.data.corpora import corpus_identity
 
         d = self.fingerprint_dict()
         d["corpus"] = corpus_identity(self.corpus)  # a local file is identified by its content, not its path
@@ -216,7 +218,7 @@ class RunConfig:
 
     def run_name(self) -> str:
         """<family>-<corpus>-<fingerprint[:8]>: the run directory's name."""
-        from picollm.data import corpus_name
+        from picollm.data.corpora import corpus_name
 
         return f"{self.model}-{corpus_name(self.corpus)}-{self.fingerprint()[:8]}"
 
@@ -247,3 +249,18 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+# --- flags: every RunConfig field is a flag with its default and help line, so every command accepts the
+# same settings without copying them
+def add_config_args(parser: argparse.ArgumentParser, exclude: Iterable[str] = (), group_title: str = "run settings") -> None:
+    """Add one --flag per RunConfig field (default None, so only what the user typed overrides)."""
+    add_settings_args(parser, RunConfig, exclude=tuple(exclude), group_title=group_title, override=True)
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The RunConfig settings the user set explicitly on the command line."""
+    names = {f.name for f in fields(RunConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    return (base or RunConfig()).replace(**config_overrides(args)) if base else RunConfig(**config_overrides(args))

@@ -18,17 +18,17 @@ import pytest
 import torch
 from conftest import toy_sentences
 
-import picollm.analysis as analysis
-from picollm import resources
-from picollm.analysis import GENERATION_COLUMNS, STRATEGIES, analyze_all, frequency_buckets
+import picollm.analyze.analysis as analysis
+from picollm.analyze.analysis import GENERATION_COLUMNS, STRATEGIES, analyze_all, frequency_buckets
 from picollm.config import RunConfig
-from picollm.data import prepare_data
-from picollm.errors import CheckpointError
-from picollm.evaluate import evaluate
-from picollm.log import get_logger
-from picollm.runs import load_run
-from picollm.table import TABLE_COLUMNS, TIMING_COLUMNS, read_table, update_table
-from picollm.train import train_run
+from picollm.core import resources
+from picollm.core.errors import CheckpointError
+from picollm.core.log import get_logger
+from picollm.data.batching import prepare_data
+from picollm.runs.layout import load_run
+from picollm.runs.table import TABLE_COLUMNS, TIMING_COLUMNS, read_table, update_table
+from picollm.train.evaluate import evaluate
+from picollm.train.loop import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_TOKENS = 8
@@ -290,7 +290,7 @@ def test_a_crash_loses_no_finished_row(trained, tmp_path):
     script = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        import picollm.analysis as a
+        import picollm.analyze.analysis as a
         real = a.analyze_run
         def dies(run_dir, *args, **kwargs):
             if Path(run_dir).name == {runs[1].name!r}:
@@ -309,7 +309,7 @@ def test_concurrent_writers_do_not_lose_rows(tmp_path):
     path = tmp_path / "runs.csv"
     script = textwrap.dedent("""
         import sys
-        from picollm.table import update_table
+        from picollm.runs.table import update_table
         tag = sys.argv[1]
         for i in range(25):
             update_table(sys.argv[2], [{"run": f"{tag}-{i:02d}", "params": i, "test_loss": 0.5 * i}])

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from picollm import resources
-from picollm.batch import Job, LocalPool, RayPool, plan_resources, train_batch
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.runs import list_runs, read_json, read_status
+from picollm.core import resources
+from picollm.core.errors import ConfigError
+from picollm.runs.layout import list_runs, read_json, read_status
+from picollm.sweep.batch import Job, LocalPool, RayPool, plan_resources, train_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
@@ -308,8 +308,8 @@ def test_invalid_batch_settings_are_one_line_errors_before_training(corpus, tmp_
 
 
 def test_unreachable_corpus_is_one_error_before_anything_is_written(tmp_path, monkeypatch):
-    from picollm import data
-    from picollm.errors import DataError
+    from picollm.core.errors import DataError
+    from picollm.data import corpora as data
 
     monkeypatch.setenv("PICOLLM_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("PICOLLM_CACHE_DIR", str(tmp_path / "cache"))

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from matplotlib.colors import LogNorm
 
-from picollm.compare import (
+from picollm.core.errors import PicoError
+from picollm.runs.layout import write_metrics
+from picollm.study.compare import (
     LINE_CMAP,
     check_color_by,
     color_scale,
@@ -27,9 +29,7 @@ from picollm.compare import (
     resolve_run_dir,
     varying_settings,
 )
-from picollm.errors import PicoError
-from picollm.runs import write_metrics
-from picollm.study import Skip, summarize
+from picollm.study.summarize import Skip, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 

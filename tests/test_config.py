@@ -6,7 +6,7 @@ import random
 import pytest
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 
 
 def test_fingerprint_ignores_key_order():

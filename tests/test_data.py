@@ -6,21 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from picollm import data
-from picollm.data import (
+from picollm.core.errors import DataError
+from picollm.data import corpora as data
+from picollm.data.batching import batchify, num_segments, prepare_data, random_windows, stream_segment
+from picollm.data.corpora import (
     CORPORA,
-    batchify,
     corpus_identity,
     corpus_name,
     default_tokenizer,
     download,
     load_splits,
-    num_segments,
-    prepare_data,
-    random_windows,
-    stream_segment,
 )
-from picollm.errors import DataError
 
 DATA = Path(os.environ["PICOLLM_DATA_DIR"])
 

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from picollm.batch import train_batch
 from picollm.config import RunConfig
-from picollm.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
+from picollm.sweep.batch import train_batch
+from picollm.sweep.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
 
 
 def test_batch_seconds_hands_each_run_to_the_first_free_worker():

@@ -13,9 +13,7 @@ import torch
 from conftest import toy_sentences
 from torch import nn
 
-from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.generate import (
+from picollm.analyze.generate import (
     DecodeConfig,
     annotate,
     apply_repetition_penalty,
@@ -28,9 +26,11 @@ from picollm.generate import (
     seen_mask,
     state_batch_dims,
 )
+from picollm.config import RunConfig
+from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel
-from picollm.runs import load_run
-from picollm.train import train_run
+from picollm.runs.layout import load_run
+from picollm.train.loop import train_run
 
 FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
 REPO = Path(__file__).resolve().parents[1]
@@ -300,7 +300,7 @@ def test_annotation_shapes_and_values(runs):
 # CLI
 # --------------------------------------------------------------------------------------------------
 def test_cli_generates_and_reports_a_missing_run_on_one_line(runs, tmp_path):
-    cmd = [sys.executable, "-m", "picollm.generate", "--run", str(runs["kgram_mlp"]), "--prompt", "the cat",
+    cmd = [sys.executable, "-m", "picollm.analyze.generate", "--run", str(runs["kgram_mlp"]), "--prompt", "the cat",
            "--max_new_tokens", "20", "--temperature", "0.8", "--top_k", "50", "--top_p", "0.95",
            "--repetition_penalty", "1.2", "--seed", "3", "--num_samples", "2", "--checkpoint", "last", "--annotate"]
     ok = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -309,7 +309,7 @@ def test_cli_generates_and_reports_a_missing_run_on_one_line(runs, tmp_path):
     beam = subprocess.run(cmd[:7] + ["--beam", "3", "--max_new_tokens", "5"], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert beam.returncode == 0, beam.stderr
-    missing = subprocess.run([sys.executable, "-m", "picollm.generate", "--run", str(tmp_path / "nope")],
+    missing = subprocess.run([sys.executable, "-m", "picollm.analyze.generate", "--run", str(tmp_path / "nope")],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error:") and len(missing.stderr.strip().splitlines()) == 1
@@ -318,8 +318,8 @@ def test_cli_generates_and_reports_a_missing_run_on_one_line(runs, tmp_path):
 
 
 def test_word_prompts_are_unfinished_lines():
-    from picollm.generate import encode_prompt
-    from picollm.tokenizers import WordTokenizer
+    from picollm.analyze.generate import encode_prompt
+    from picollm.data.tokenizers import WordTokenizer
 
     tok = WordTokenizer.from_text("the company said\nthe market fell\n")
     assert encode_prompt(tok, "the company") == [tok.stoi["the"], tok.stoi["company"]]  # no <eos> appended
@@ -327,8 +327,8 @@ def test_word_prompts_are_unfinished_lines():
 
 
 def test_prompt_pieces_outside_the_vocabulary_are_named_in_a_warning(caplog):
-    from picollm.generate import encode_prompt
-    from picollm.tokenizers import CharTokenizer, WordTokenizer
+    from picollm.analyze.generate import encode_prompt
+    from picollm.data.tokenizers import CharTokenizer, WordTokenizer
 
     chars = CharTokenizer.from_text("abc ")
     with caplog.at_level("WARNING", logger="picollm"):

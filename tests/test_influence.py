@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 from torch.func import functional_call
 
-from picollm.config import RunConfig
-from picollm.influence import (
+from picollm.analyze.influence import (
     HessianOperator,
     add_influence_args,
     analyze_influence,
@@ -36,6 +35,7 @@ from picollm.influence import (
     power_iteration,
     select_params,
 )
+from picollm.config import RunConfig
 from picollm.models.kgram_mlp import KGramMLP, KGramMLPConfig
 
 V = 8  # vocabulary of the synthetic problems
@@ -70,7 +70,7 @@ def tiny_kgram(inner_layers: int, embed: int, hidden: int = 4, seed: int = 0) ->
 
 
 def flat_loss(model, names, shapes, fixed):
-    """Reference per-sequence losses (B,) of a flat parameter vector, written independently of picollm.influence."""
+    """Reference per-sequence losses (B,) of a flat parameter vector, written independently of picollm.analyze.influence."""
     numels = [math.prod(s) for s in shapes]
 
     def loss(theta, x, y):
@@ -233,8 +233,8 @@ FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    from picollm.data import load_splits
-    from picollm.train import train_run
+    from picollm.data.corpora import load_splits
+    from picollm.train.loop import train_run
 
     root = tmp_path_factory.mktemp("influence_runs")
     corpus = root / "tiny.txt"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models import FAMILIES, build_model
 
 TINY = dict(embed=16, hidden=32, layers=2, heads=2, k=3, inner_layers=2, block_size=16, dropout=0.0)

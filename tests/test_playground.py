@@ -23,19 +23,19 @@ from urllib.parse import quote
 import pytest
 from conftest import assert_no_errors, toy_sentences
 
-import picollm.playground as playground
+import picollm.serve.playground as playground
+from picollm.analyze.generate import DecodeConfig, Generation, continuation_text, generate
+from picollm.analyze.generate import main as generate_main
 from picollm.config import RunConfig
-from picollm.generate import DecodeConfig, Generation, continuation_text, generate
-from picollm.generate import main as generate_main
-from picollm.report import playground_href
-from picollm.tokenizers import BPETokenizer
-from picollm.train import train_run
+from picollm.data.tokenizers import BPETokenizer
+from picollm.study.report import playground_href
+from picollm.train.loop import train_run
 
 NO_EXTRA = "the playground extra is not installed: pip install -e '.[playground]'"
 pytest.importorskip("starlette", reason=NO_EXTRA)
 uvicorn = pytest.importorskip("uvicorn", reason=NO_EXTRA)
 
-from picollm.playground_app import create_app  # noqa: E402  (needs the extra)
+from picollm.serve.app import create_app  # noqa: E402  (needs the extra)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def cli_flags(settings: dict) -> list[str]:
 
 
 def cli(run_dir: Path, prompt: str, checkpoint: str = "best", **settings) -> tuple[str, str]:
-    """(header line, text) printed by `python -m picollm.generate` for one prompt."""
+    """(header line, text) printed by `python -m picollm.analyze.generate` for one prompt."""
     out = io.StringIO()
     with redirect_stdout(out):
         assert generate_main(["--run", str(run_dir), "--prompt", prompt, "--checkpoint", checkpoint,
@@ -177,7 +177,7 @@ def test_stream_is_the_cli_text(server, runs, family, prompt, checkpoint, settin
 
 
 def test_on_token_hears_every_token_as_generate_returns_them(runs):
-    from picollm.runs import load_run
+    from picollm.runs.layout import load_run
 
     _, tokenizer, model, _ = load_run(runs["lstm"])
     prompts = [tokenizer.encode("the cat"), tokenizer.encode("a dog sat on")]  # lockstep rows of two lengths
@@ -335,7 +335,7 @@ def test_the_model_cache_is_bounded_and_reloads_a_rewritten_checkpoint(runs):
 # --------------------------------------------------------------------------------------------------
 def test_help_and_the_printed_urls(runs):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "picollm.playground"]
+    cmd = [sys.executable, "-m", "picollm.serve.playground"]
     done = subprocess.run([*cmd, "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and "--checkpoints" in done.stdout and "127.0.0.1" in done.stdout
     folder = runs["lstm"].parent
@@ -358,8 +358,8 @@ def test_help_and_the_printed_urls(runs):
 
 
 def test_without_the_extra_one_error_line(tmp_path):
-    code = ("import sys; sys.modules['uvicorn'] = None; from picollm.cli import run_cli; "
-            "from picollm.playground import main; run_cli(main, ['--checkpoints', sys.argv[1]])")
+    code = ("import sys; sys.modules['uvicorn'] = None; from picollm.core.commands import run_cli; "
+            "from picollm.serve.playground import main; run_cli(main, ['--checkpoints', sys.argv[1]])")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2 and done.stderr == playground.EXTRA_HINT + "\n" and not done.stdout

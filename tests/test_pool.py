@@ -3,7 +3,7 @@ while results are read, and each task gets the threads and the GPU slot it was g
 
 import os
 
-from picollm.pool import Slot, WorkerPool
+from picollm.core.pool import Slot, WorkerPool
 
 
 def square_or_die(n, slot: Slot):

@@ -11,10 +11,10 @@ import pytest
 from conftest import assert_no_errors
 from markupsafe import escape
 
-import picollm.report as report_module
-from picollm.report import CURVES_FILE, PLAYGROUND_ENV, write_report
-from picollm.runs import write_metrics
-from picollm.study import summarize
+import picollm.study.report as report_module
+from picollm.runs.layout import write_metrics
+from picollm.study.report import CURVES_FILE, PLAYGROUND_ENV, write_report
+from picollm.study.summarize import summarize
 
 EVIL_RUN = 'kgram_mlp-<b>bold</b>&"quote\'-00000000'
 EVIL_TOKEN = "<script>alert(1)</script>"
@@ -61,7 +61,7 @@ def fake_run_files(run_dir: Path, run: str) -> None:
     ax.plot([0, 10, 20], [4.2, 3.0, 2.5])
     fig.savefig(run_dir / "metrics_curve.png")
     plt.close(fig)
-    # the format of picollm.generate.annotate
+    # the format of picollm.analyze.generate.annotate
     annotation = [{"token": tok, "id": 1, "logprob": -1.25, "alternatives": [["<a>", 0.4], ["e", 0.2]],
                    "neighbours": ["x", "</span>", "y", "z", "w"]} for tok in ["Hel", "lo ", EVIL_TOKEN]]
     gens = [{"run": run, "checkpoint": checkpoint, "step": step, "strategy": strategy,

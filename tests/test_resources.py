@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from picollm import resources
+from picollm.core import resources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def start_job(processes: int) -> subprocess.Popen:
     """Another process that registers a job of `processes` processes and holds it until killed."""
     script = textwrap.dedent(f"""
         import time
-        from picollm.resources import registered
+        from picollm.core.resources import registered
         with registered("other", {processes}):
             print("registered", flush=True)
             time.sleep(600)

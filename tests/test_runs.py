@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from picollm.errors import CheckpointError
-from picollm.runs import METRIC_COLUMNS, read_metrics, write_metrics
+from picollm.core.errors import CheckpointError
+from picollm.runs.layout import METRIC_COLUMNS, read_metrics, write_metrics
 
 
 def rows(n: int) -> list[dict]:

@@ -3,10 +3,10 @@
 import pytest
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.schedule import Schedule, lr_at
-from picollm.search import PRESETS
-from picollm.train import steps_per_epoch, total_steps
+from picollm.core.errors import ConfigError
+from picollm.sweep.space import PRESETS
+from picollm.train.loop import steps_per_epoch, total_steps
+from picollm.train.schedule import Schedule, lr_at
 
 
 def test_wsd_warms_up_holds_then_decays_linearly_to_the_floor_over_its_own_budget():

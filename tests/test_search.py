@@ -5,8 +5,8 @@ import json
 import pytest
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.search import (
+from picollm.core.errors import ConfigError
+from picollm.sweep.space import (
     PRESETS,
     Space,
     count_params,

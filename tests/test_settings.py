@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from picollm.errors import ConfigError
-from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
+from picollm.core.errors import ConfigError
+from picollm.core.settings import add_settings_args, setting, settings_from_args, validate_settings
 
 
 @dataclass(frozen=True)

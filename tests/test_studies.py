@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.studies.nearest_neighbour import VectorSequenceModel, make_batch, run_nn_study
-from picollm.studies.xlstm_vs_baselines import count_params, match_sizes, run_lm_study
+from picollm.core.errors import ConfigError
+from picollm.experiments.nearest_neighbour import VectorSequenceModel, make_batch, run_nn_study
+from picollm.experiments.xlstm_vs_baselines import count_params, match_sizes, run_lm_study
 
 BASELINES = ("lstm", "xlstm", "transformer")  # xlstm_lib needs the optional extra
 

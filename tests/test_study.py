@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from picollm.errors import PicoError
-from picollm.runs import write_metrics
-from picollm.study import (
+from picollm.core.errors import PicoError
+from picollm.runs.layout import write_metrics
+from picollm.study.summarize import (
     DEFAULT_FORMULA,
     FAMILY_AXES,
     Skip,

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from picollm.table import (
+from picollm.runs.table import (
     DB_NAME,
     LEGACY_TABLE_NAME,
     TABLE_COLUMNS,

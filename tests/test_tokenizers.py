@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from picollm.errors import CheckpointError, DataError
-from picollm.tokenizers import (
+from picollm.core.errors import CheckpointError, DataError
+from picollm.data.tokenizers import (
     BPETokenizer,
     CharTokenizer,
     WordTokenizer,

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-import picollm.train as train_mod
+import picollm.train.loop as train_mod
 from picollm.config import RunConfig
-from picollm.errors import CheckpointError, ConfigError
+from picollm.core.errors import CheckpointError, ConfigError
 from picollm.models import build_model
-from picollm.runs import METRIC_COLUMNS, load_checkpoint, load_run, read_status
-from picollm.schedule import lr_at
-from picollm.train import train_run
+from picollm.runs.layout import METRIC_COLUMNS, load_checkpoint, load_run, read_status
+from picollm.train.loop import train_run
+from picollm.train.schedule import lr_at
 
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
                 "grad_norm_preclip", "grad_norm_postclip", "max_param_grad", "weight_norm", "learning_rate"]
@@ -201,7 +201,7 @@ def test_plateau_schedule_decays_lr_when_val_loss_stalls(corpus, tmp_path, monke
 
 
 def test_train_log_holds_every_log_interval_steps_and_survives_a_resume(corpus, tmp_path):
-    from picollm.runs import TRAIN_LOG_COLUMNS, read_train_log
+    from picollm.runs.layout import TRAIN_LOG_COLUMNS, read_train_log
 
     whole = train_run(tiny(corpus, tmp_path / "whole", model="lstm", max_steps=40, log_interval=4))
     log = read_train_log(whole)

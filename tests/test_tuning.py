@@ -1,4 +1,4 @@
-"""Optuna samplers and pruners behind picollm's fingerprints (picollm.tuning, driven by picollm.batch)."""
+"""Optuna samplers and pruners behind picollm's fingerprints (picollm.sweep.tuning, driven by picollm.sweep.batch)."""
 
 import json
 import os
@@ -15,11 +15,11 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from picollm.batch import train_batch  # noqa: E402
-from picollm.runs import list_runs, read_metrics, read_status  # noqa: E402
-from picollm.search import Space  # noqa: E402
-from picollm.study import pareto_mask  # noqa: E402
-from picollm.tuning import journal_path, storage, suggest_point  # noqa: E402
+from picollm.runs.layout import list_runs, read_metrics, read_status  # noqa: E402
+from picollm.study.summarize import pareto_mask  # noqa: E402
+from picollm.sweep.batch import train_batch  # noqa: E402
+from picollm.sweep.space import Space  # noqa: E402
+from picollm.sweep.tuning import journal_path, storage, suggest_point  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_COLUMNS = ["step", "avg_loss", "val_loss"]
@@ -160,6 +160,6 @@ def test_nsga2_front_equals_the_pareto_front_of_the_study_plots(corpus, tmp_path
 
 
 def test_sampler_seeds_of_different_batches_never_overlap():
-    from picollm.tuning import trial_seed
+    from picollm.sweep.tuning import trial_seed
 
     assert len({trial_seed(s, n) for s in range(5) for n in range(100)}) == 500

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models.base import detach_state
 from picollm.models.xlstm import (
     XLSTM,

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models.xlstm import (
     XLSTM,
     XLSTMConfig,

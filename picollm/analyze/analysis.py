@@ -8,8 +8,8 @@ analyze_run(run_dir) writes analysis_runs/<run>/:
     summary.json               full config, status, final metrics, test evaluation (written last: its presence
                                means the analysis is complete)
 
-analyze_all(checkpoints_dir) analyses every run in parallel (picollm.pool's worker processes) and keeps one row per
-run in analysis_runs/runs.csv (picollm.table owns that file): each worker adds its row as soon as its
+analyze_all(checkpoints_dir) analyses every run in parallel (picollm.core.pool's worker processes) and keeps one row per
+run in analysis_runs/runs.csv (picollm.runs.table owns that file): each worker adds its row as soon as its
 run is done.
 """
 
@@ -29,8 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from picollm.errors import CheckpointError, PicoError
-from picollm.generate import (
+from picollm.analyze.generate import (
     DecodeConfig,
     annotate,
     compact_annotation,
@@ -39,17 +38,12 @@ from picollm.generate import (
     encode_prompt,
     generate,
 )
-from picollm.log import get_logger
-from picollm.pool import Slot, WorkerPool
-from picollm.runs import (
-    atomic_write_json,
-    atomic_write_text,
-    read_json,
-    read_metrics,
-    read_status,
-    read_train_log,
-)
-from picollm.table import (
+from picollm.core.atomic import atomic_write_json, atomic_write_text
+from picollm.core.errors import CheckpointError, PicoError
+from picollm.core.log import get_logger
+from picollm.core.pool import Slot, WorkerPool
+from picollm.runs.layout import read_json, read_metrics, read_status, read_train_log
+from picollm.runs.table import (
     BUCKETS,
     CONFIG_COLUMNS,
     TABLE_COLUMNS,
@@ -140,7 +134,7 @@ def frequency_buckets(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 def test_metrics(model, train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: int, batch_size: int,
                  block_size: int, device: torch.device) -> dict[str, float]:
     """Loss, perplexity and accuracy on the whole test split, and perplexity per training-frequency bucket."""
-    from picollm.evaluate import perplexity, token_losses
+    from picollm.train.evaluate import perplexity, token_losses
 
     targets, losses, correct = token_losses(model, test_ids, batch_size, block_size, device)
     losses = losses.double()
@@ -161,7 +155,8 @@ _SPLITS: dict[tuple, dict[str, torch.Tensor]] = {}
 
 def _encoded_splits(corpus: str, tokenizer) -> dict[str, torch.Tensor]:
     """The corpus's splits encoded with the run's tokenizer; memoised, since a worker sees many runs of one corpus."""
-    from picollm.data import corpus_identity, prepare_data
+    from picollm.data.batching import prepare_data
+    from picollm.data.corpora import corpus_identity
 
     key = (corpus_identity(corpus), hashlib.sha256(json.dumps(tokenizer.to_dict()).encode()).hexdigest())
     if key not in _SPLITS:
@@ -186,7 +181,7 @@ def plot_metrics(metrics: pd.DataFrame, path: Path, title: str, train_log: pd.Da
     (the warmup and the decay as they were), not only at the evaluations."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend, safe in workers
 
-    from picollm.runs import atomic_write
+    from picollm.core.atomic import atomic_write
 
     trained = metrics[metrics["step"] > 0]
     if train_log is not None:
@@ -262,8 +257,8 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     The summary holds the full config, the status, the final and best metrics, the test evaluation and
     `row`, the run's runs.csv row. A missing or corrupt file raises a one-line CheckpointError.
     """
-    from picollm.devices import resolve_device
-    from picollm.runs import load_run
+    from picollm.core.devices import resolve_device
+    from picollm.runs.layout import load_run
 
     start = time.perf_counter()
     DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
@@ -279,7 +274,7 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     test = test_metrics(model, splits["train"], splits["test"], tokenizer.vocab_size, cfg.batch_size,
                         cfg.block_size, dev)
     if prompts is None:
-        from picollm.data import load_splits
+        from picollm.data.corpora import load_splits
 
         prompts = prompts_for(cfg.corpus, "" if cfg.corpus in PROMPTS else load_splits(cfg.corpus)["test"])
 
@@ -350,7 +345,7 @@ def analyze_one(out_root: Path, device: str, max_new_tokens: int, run_dir: Path)
 
 
 def _analyze_in_slot(out_root: Path, device: str, max_new_tokens: int, run_dir: Path, slot: Slot) -> tuple[str, str]:
-    """analyze_one in a picollm.pool worker (the pool has set its torch threads)."""
+    """analyze_one in a picollm.core.pool worker (the pool has set its torch threads)."""
     return analyze_one(out_root, device, max_new_tokens, run_dir)
 
 
@@ -358,7 +353,7 @@ def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str
                       max_new_tokens: int, job) -> Iterator[tuple[Path, tuple[str, str]]]:
     """(run, result) as each analysis ends: in this process for one worker (no start-up cost, and tests can
     patch it), else on worker processes, where a dead worker fails its run only."""
-    from picollm.resources import threads_per_process
+    from picollm.core.resources import threads_per_process
 
     if n_jobs == 1:
         for run_dir in todo:
@@ -367,7 +362,7 @@ def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str
         return
     pool = WorkerPool(n_jobs, functools.partial(_analyze_in_slot, out_root, device, max_new_tokens),
                       lambda reason: ("error", f"{reason}; run again to retry"), threads, job=job,
-                      preload=("picollm.analysis",))
+                      preload=("picollm.analyze.analysis",))
     try:
         yield from pool.run(todo)
     finally:
@@ -375,8 +370,8 @@ def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str
 
 
 def available_cores() -> int:
-    """The cores this process may use (picollm.resources.cpu_cores, the one definition)."""
-    from picollm.resources import cpu_cores
+    """The cores this process may use (picollm.core.resources.cpu_cores, the one definition)."""
+    from picollm.core.resources import cpu_cores
 
     return cpu_cores()
 
@@ -395,7 +390,7 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     """
     from tqdm.auto import tqdm
 
-    from picollm import resources
+    from picollm.core import resources
 
     DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
     checkpoints_dir, out_root = Path(checkpoints_dir), Path(out_root)

@@ -1,6 +1,6 @@
 """Decoding: greedy, temperature / top-k / top-p sampling with a repetition penalty, and beam search.
 
-    python -m picollm.generate --run checkpoints/<run> --prompt "To be" --max_new_tokens 200 \\
+    python -m picollm.analyze.generate --run checkpoints/<run> --prompt "To be" --max_new_tokens 200 \\
         --temperature 0.8 --top_k 50 --top_p 0.95 --repetition_penalty 1.2 [--beam 4] [--annotate]
 
 Every strategy goes through the model's state (`logits, state = model(idx, state)`): the prompt is processed
@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from picollm.errors import ConfigError
-from picollm.log import get_logger
+from picollm.core.errors import ConfigError
+from picollm.core.log import get_logger
+from picollm.core.settings import add_settings_args, setting, settings_from_args, validate_settings
 from picollm.models.base import LanguageModel, State, map_state
-from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
 
 TOP_ALTERNATIVES = 5  # alternatives and embedding neighbours recorded per generated token
 
@@ -477,9 +477,9 @@ def distinct_n(ids: Sequence[int], n: int) -> float:
 # CLI
 # --------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from picollm.cli import ArgumentParser
+    from picollm.core.commands import ArgumentParser
 
-    parser = ArgumentParser(prog="python -m picollm.generate", description=__doc__,
+    parser = ArgumentParser(prog="python -m picollm.analyze.generate", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run directory, e.g. checkpoints/<run>")
     parser.add_argument("--prompt", action="append", default=None,
@@ -494,8 +494,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from picollm.devices import resolve_device
-    from picollm.runs import load_run
+    from picollm.core.devices import resolve_device
+    from picollm.runs.layout import load_run
 
     args = parse_args(argv)
     cfg = DecodeConfig(**settings_from_args(args, DecodeConfig))
@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from picollm.cli import run_cli
+    from picollm.core.commands import run_cli
 
     run_cli(main)
 

@@ -50,9 +50,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from picollm.errors import ConfigError
-from picollm.log import get_logger
-from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
+from picollm.core.errors import ConfigError
+from picollm.core.log import get_logger
+from picollm.core.settings import add_settings_args, setting, settings_from_args, validate_settings
 
 METHODS = ("lissa", "cg", "fisher")
 log = get_logger()
@@ -411,7 +411,7 @@ def plot_fisher(table: pd.DataFrame, path: Path, title: str = "") -> None:
     axes[1].set_xlabel("mean Fisher diagonal per parameter")
     fig.suptitle(title or "empirical Fisher diagonal per layer")
     fig.tight_layout()
-    from picollm.runs import atomic_write
+    from picollm.core.atomic import atomic_write
 
     atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
@@ -526,7 +526,7 @@ INFLUENCE_COLUMNS = ["test_index", "test_text", "rank", "kind", "train_index", "
 
 
 def write_top(out_dir: Path, rows: list[dict[str, Any]]) -> None:
-    from picollm.runs import atomic_write_text
+    from picollm.core.atomic import atomic_write_text
 
     atomic_write_text(out_dir / "influence_top.csv", pd.DataFrame(rows, columns=INFLUENCE_COLUMNS).to_csv(index=False))
 
@@ -538,8 +538,9 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     over the first n_hessian scored training windows (0 = all). Writes fisher_layers.csv / .png,
     influence_top.csv and influence.json into out_dir and returns what influence.json holds (the sign
     convention: the module docstring)."""
-    from picollm import data as data_mod
-    from picollm.runs import atomic_write_json, atomic_write_text, load_run
+    from picollm.core.atomic import atomic_write_json, atomic_write_text
+    from picollm.data import batching as data_mod
+    from picollm.runs.layout import load_run
 
     st = InfluenceSettings(**settings)
     laps = _Laps()

@@ -1,6 +1,6 @@
 """Export trained runs to other tools' formats.
 
-    python -m picollm.export tensorboard --checkpoints checkpoints   # event files for every run, then:
+    python -m picollm.cli.export tensorboard --checkpoints checkpoints   # event files for every run, then:
     tensorboard --logdir checkpoints
 
 `tensorboard` writes (or refreshes) each run's TensorBoard event files, as training does with the tensorboard
@@ -15,13 +15,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from picollm.cli import ArgumentParser, run_cli
-from picollm.errors import CheckpointError, PicoError
-from picollm.runs import list_runs
+from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.errors import CheckpointError, PicoError
+from picollm.runs.layout import list_runs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog="python -m picollm.export", description=__doc__,
+    parser = ArgumentParser(prog="python -m picollm.cli.export", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     tb = formats.add_parser("tensorboard", help="TensorBoard event files in every run directory",
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def export_tensorboard(checkpoints: Path | str,
                        analysis_root: Path | str) -> tuple[list[str], dict[str, str]]:
     """Event files for every run under checkpoints: (runs written, {run: why skipped})."""
-    from picollm import tensorboard
+    from picollm.runs.layout import events as tensorboard
 
     if not tensorboard.available():
         raise PicoError("tensorboard is not installed (or does not import); pip install "

@@ -1,35 +1,14 @@
-"""Argument definitions shared by every script, and the error handling around them.
-
-Every RunConfig field becomes a flag with its default and help line, so main.py, batch_train.py and
-auto_train_then_analyze.py accept the same settings without copying them.
-"""
+"""The command-line conventions every command shares: a usage error is one `error:` line (exit 2), a user
+mistake (any PicoError) likewise, and Ctrl-C one line (exit 130)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import fields
+from collections.abc import Callable
 from typing import NoReturn
 
-from picollm.config import RunConfig
-from picollm.errors import PicoError
-from picollm.settings import add_settings_args
-
-
-def add_config_args(parser: argparse.ArgumentParser, exclude: Iterable[str] = (), group_title: str = "run settings") -> None:
-    """Add one --flag per RunConfig field (default None, so only what the user typed overrides)."""
-    add_settings_args(parser, RunConfig, exclude=tuple(exclude), group_title=group_title, override=True)
-
-
-def config_overrides(args: argparse.Namespace) -> dict:
-    """The RunConfig settings the user set explicitly on the command line."""
-    names = {f.name for f in fields(RunConfig)}
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
-
-
-def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
-    return (base or RunConfig()).replace(**config_overrides(args)) if base else RunConfig(**config_overrides(args))
+from picollm.core.errors import PicoError
 
 
 class ArgumentParser(argparse.ArgumentParser):

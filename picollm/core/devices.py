@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
 from typing import Any, Generic, TypeVar
 
-from picollm import resources
-from picollm.log import get_logger
+from picollm.core import resources
+from picollm.core.log import get_logger
 
 T = TypeVar("T")
 

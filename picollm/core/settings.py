@@ -24,7 +24,7 @@ import re
 from dataclasses import MISSING, Field, field, fields
 from typing import Any
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 
 _BOUNDS = re.compile(r"^\s*([\[(])\s*(-?inf|-?[\d.e+-]+)\s*,\s*(-?inf|-?[\d.e+-]+)\s*([\])])\s*$")
 

@@ -20,12 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from picollm.errors import CheckpointError, DataError
+from picollm.data.corpora import EOS_BPE, EOS_WORD, UNK_CHAR, UNK_WORD
+from picollm.core.errors import CheckpointError, DataError
 
-UNK_CHAR = "\ufffd"  # the char tokenizer's unknown symbol (U+FFFD REPLACEMENT CHARACTER)
-EOS_WORD = "<eos>"  # end of line in PTB / WikiText
-UNK_WORD = "<unk>"
-EOS_BPE = "<|endoftext|>"  # end of document (GPT-2 / TinyStories convention)
 
 
 def _printable(s: str) -> str:
@@ -70,7 +67,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer JSON atomically, like every other file of a run."""
-        from picollm.runs import atomic_write_text
+        from picollm.core.atomic import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False))
 

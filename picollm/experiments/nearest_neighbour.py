@@ -27,12 +27,12 @@ from torch import Tensor, nn
 from tqdm.auto import trange
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.log import get_logger
+from picollm.core.errors import ConfigError
+from picollm.core.log import get_logger
+from picollm.core.settings import setting, validate_settings
+from picollm.experiments.xlstm_vs_baselines import LABELS
 from picollm.models import build_model
-from picollm.settings import setting, validate_settings
-from picollm.studies.xlstm_vs_baselines import LABELS
-from picollm.study import markdown_table
+from picollm.study.summarize import markdown_table
 
 log = get_logger()
 

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.log import get_logger
-from picollm.settings import setting, validate_settings
-from picollm.study import markdown_table
+from picollm.core.errors import ConfigError
+from picollm.core.log import get_logger
+from picollm.core.settings import setting, validate_settings
+from picollm.study.summarize import markdown_table
 
 log = get_logger()
 
@@ -128,10 +128,10 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", families: tu
     st = LMStudy(**settings)
     corpus, max_steps, embed, layers = st.corpus, st.max_steps, st.embed, st.layers
     batch_size, block_size, batching = st.batch_size, st.block_size, st.batching
-    from picollm.analysis import test_metrics
-    from picollm.data import prepare_data
-    from picollm.runs import load_run, run_summary
-    from picollm.train import train_run
+    from picollm.analyze.analysis import test_metrics
+    from picollm.data.batching import prepare_data
+    from picollm.runs.layout import load_run, run_summary
+    from picollm.train.loop import train_run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Model registry: family name -> (model class, config dataclass), and `build_model(cfg, vocab_size)`.
+"""The model registry: family name -> Family (where its model and config classes are), and `build_model`.
 
 Every family's config dataclass names its fields after RunConfig's, so which run settings a family uses
 is read off its config (and the rest are left out of the run's fingerprint).
@@ -8,30 +8,66 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from picollm.config import RunConfig
     from picollm.models.base import LanguageModel
 
-#: family name -> (module, model class, config class); imported lazily so optional extras stay optional
-FAMILIES: dict[str, tuple[str, str, str]] = {
-    "kgram_mlp": ("picollm.models.kgram_mlp", "KGramMLP", "KGramMLPConfig"),
-    "lstm": ("picollm.models.lstm", "LSTM", "LSTMConfig"),
-    "xlstm": ("picollm.models.xlstm", "XLSTM", "XLSTMConfig"),
-    "xlstm_lib": ("picollm.models.xlstm_lib", "XLSTMLib", "XLSTMLibConfig"),
-    "transformer": ("picollm.models.transformer", "Transformer", "TransformerConfig"),
-}
+@dataclass(frozen=True)
+class Family:
+    """One model family: where its code is (imported only when a model is built, so an optional extra stays
+    optional and the registry stays free of torch) and what the commands and the study need to know of it."""
+
+    name: str
+    module: str  # e.g. "picollm.models.lstm"; any importable module, so a family can live outside the package
+    model_class: str  # a LanguageModel subclass of that module
+    config_class: str  # its @dataclass config, whose fields are named after RunConfig's settings
+    label: str  # how plots and tables name it
+    heatmap_axes: tuple[str, str] = ("embed", "hidden")  # the two settings the study's heatmap crosses
+    default: bool = True  # trained by `main.py` when no --models are given (False: needs an extra)
+
+
+#: every family, in the order the commands, the study and its colours use. Add one with register_family().
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Add a family to the registry (or replace the one of that name); everything that lists families reads
+    FAMILIES, so this is the one line that makes a new model trainable, searchable, analysable and plotted."""
+    FAMILIES[family.name] = family
+    return family
+
+
+def unregister_family(name: str) -> None:
+    FAMILIES.pop(name, None)
+
+
+def default_families() -> list[str]:
+    return [name for name, family in FAMILIES.items() if family.default]
+
+
+for _entry in (
+    Family("kgram_mlp", "picollm.models.kgram_mlp", "KGramMLP", "KGramMLPConfig", "K-gram MLP", ("embed", "k")),
+    Family("lstm", "picollm.models.lstm", "LSTM", "LSTMConfig", "LSTM"),
+    Family("xlstm", "picollm.models.xlstm", "XLSTM", "XLSTMConfig", "xLSTM (ours)"),
+    Family("transformer", "picollm.models.transformer", "Transformer", "TransformerConfig", "Transformer",
+           ("embed", "layers")),
+    Family("xlstm_lib", "picollm.models.xlstm_lib", "XLSTMLib", "XLSTMLibConfig", "xLSTM (library)",
+           default=False),
+):
+    register_family(_entry)
 
 
 def _family(name: str) -> tuple[type, type]:
     if name not in FAMILIES:
         raise ConfigError(f"unknown model family {name!r}; choose one of {', '.join(FAMILIES)}")
-    module, model_cls, config_cls = FAMILIES[name]
-    mod = importlib.import_module(module)
-    return getattr(mod, model_cls), getattr(mod, config_cls)
+    family = FAMILIES[name]
+    mod = importlib.import_module(family.module)
+    return getattr(mod, family.model_class), getattr(mod, family.config_class)
 
 
 def family_config_class(name: str) -> type:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel
 
 KVCache = list[tuple[Tensor, Tensor]]

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel, State
 
 EPS = 1e-6  # added to the mLSTM normaliser, as in the library

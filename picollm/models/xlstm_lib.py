@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
-from picollm.errors import ConfigError
+from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel, State
 from picollm.models.xlstm import slstm_positions
 

@@ -4,7 +4,7 @@
 
 `tensorboard --logdir checkpoints` then lists each run under its own directory name, with every metric column
 as a scalar series over steps and, in the HParams dashboard, the run's settings beside its final metrics.
-Runs trained before the extra was installed are back-filled with `python -m picollm.export tensorboard`.
+Runs trained before the extra was installed are back-filled with `python -m picollm.cli.export tensorboard`.
 
 How the file is kept exact:
 
@@ -37,9 +37,10 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picollm.errors import CheckpointError, DataError
-from picollm.log import get_logger
-from picollm.runs import atomic_write, read_json, read_metrics, read_status
+from picollm.core.atomic import atomic_write
+from picollm.core.errors import CheckpointError, DataError
+from picollm.core.log import get_logger
+from picollm.runs.layout import read_json, read_metrics, read_status
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -203,7 +204,7 @@ def hparam_values(config: dict) -> dict[str, Any]:
     """The run's settings for the HParams dashboard: every setting that changes results and applies to the run
     (config.json holds None for the ones its family or schedule ignores), its size and vocabulary."""
     from picollm.config import RUNTIME_FIELDS, RunConfig
-    from picollm.data import corpus_name
+    from picollm.data.corpora import corpus_name
 
     values: dict[str, Any] = {}
     for name in (f.name for f in fields(RunConfig) if f.name not in RUNTIME_FIELDS):

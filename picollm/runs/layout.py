@@ -3,72 +3,31 @@
     checkpoints/<family>-<corpus>-<fp8>/
         config.json   status.json   metrics.csv   tokenizer.json   best.pt   last.pt
 
-Every file is written atomically (temp file in the same directory, fsync, os.replace), so a run killed
-at any instant leaves either the old or the new version of each file, never half of one.
+Every file is written through picollm.core.atomic, so a run killed at any instant leaves either the old or the
+new version of each file, never half of one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
-import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picollm.errors import CheckpointError
-from picollm.log import get_logger
+from picollm.core.atomic import atomic_write_json, atomic_write_text
+from picollm.core.errors import CheckpointError
+from picollm.core.log import get_logger
 
 if TYPE_CHECKING:
     import torch
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 STATUSES = ("running", "paused", "done", "stopped", "failed", "diverged")
 #: a run in one of these states is never trained again ("stopped": ended on purpose, e.g. by successive
 #: halving). The others are continued by the next train_run: "paused" (at a step budget below max_steps),
 #: "failed" and "running" (interrupted) resume from last.pt
 FINISHED = ("done", "stopped", "diverged")
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call write(file) on a temp file beside `path`, fsync, then rename it over `path`."""
-    path = Path(path)
-    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs should be as readable as any other
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        for d in created:  # a failed write leaves the disk as it found it (a failed download: no empty cache dir)
-            with contextlib.suppress(OSError):  # another writer may have filled it meanwhile
-                d.rmdir()
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), mode="w")
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch  # imported here: the table and the summary use this module without torch
-
-    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def read_json(path: Path) -> dict:
@@ -238,8 +197,8 @@ def load_config(run_dir: Path):
 
 def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):
     """(config, tokenizer, model in eval mode, checkpoint dict) of a trained run."""
+    from picollm.data.tokenizers import load_tokenizer
     from picollm.models import build_model
-    from picollm.tokenizers import load_tokenizer
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

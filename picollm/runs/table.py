@@ -29,8 +29,8 @@ import pandas as pd
 from filelock import FileLock
 
 from picollm.config import RunConfig
-from picollm.errors import CheckpointError
-from picollm.runs import atomic_write_text
+from picollm.core.atomic import atomic_write_text
+from picollm.core.errors import CheckpointError
 
 TABLE_NAME = "runs.csv"
 #: the export's name until 2026-11-28: an analysis folder holding only this is imported from it
@@ -38,7 +38,7 @@ LEGACY_TABLE_NAME = "summary_cache.csv"
 DB_NAME = "runs.sqlite"
 #: seconds a writer waits for another's transaction (each is one row: milliseconds) before giving up
 BUSY_TIMEOUT_S = 120
-#: training-frequency buckets of a test token (picollm.analysis counts the tokens of each)
+#: training-frequency buckets of a test token (picollm.analyze.analysis counts the tokens of each)
 BUCKETS = ("rare", "medium", "frequent")
 #: every RunConfig setting, by its own name (empty where the family ignores it)
 CONFIG_COLUMNS = [f.name for f in fields(RunConfig) if f.name != "model"]

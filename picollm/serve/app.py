@@ -35,8 +35,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from picollm.log import get_logger
-from picollm.playground import (
+from picollm.core.log import get_logger
+from picollm.serve.playground import (
     MAX_BODY_BYTES,
     MAX_NEW_TOKENS,
     MAX_PROMPT_CHARS,

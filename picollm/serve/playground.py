@@ -1,14 +1,14 @@
 """A local playground: generate from any trained run in the browser, token by token, two runs side by side.
 
-    python -m picollm.playground [--checkpoints checkpoints] [--port 8000] [--host 127.0.0.1] [--device cpu]
+    python -m picollm.serve.playground [--checkpoints checkpoints] [--port 8000] [--host 127.0.0.1] [--device cpu]
                                  [--threads 1]
 
 Pick a run (searchable list of the runs under --checkpoints, with family, parameters and val loss) and its
-best or last checkpoint, type a prompt, set the decoding (the fields of picollm.generate.DecodeConfig, with
+best or last checkpoint, type a prompt, set the decoding (the fields of picollm.analyze.generate.DecodeConfig, with
 their defaults, help and validation), and watch the tokens arrive (server-sent events). Hover a token for its
 log-probability, the model's top-5 alternatives and its nearest embedding neighbours. Put a second run beside
 the first to compare them on the same prompt and seed. Same run, prompt, settings and seed give exactly the
-text of `python -m picollm.generate`: both go through generate.encode_prompt, generate.generate and
+text of `python -m picollm.analyze.generate`: both go through generate.encode_prompt, generate.generate and
 generate.continuation_text. Every asset is served by the playground itself: it works offline.
 
 Safe by default: it listens on 127.0.0.1 only (--host opens it to others: anyone who can reach the port can
@@ -35,10 +35,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from picollm.errors import ConfigError, PicoError
-from picollm.generate import DecodeConfig, Generation, annotate, continuation_text, encode_prompt, generate
-from picollm.log import get_logger
-from picollm.runs import list_runs, run_summary
+from picollm.analyze.generate import (
+    DecodeConfig,
+    Generation,
+    annotate,
+    continuation_text,
+    encode_prompt,
+    generate,
+)
+from picollm.core.errors import ConfigError, PicoError
+from picollm.core.log import get_logger
+from picollm.runs.layout import list_runs, run_summary
 
 log = get_logger()
 
@@ -206,7 +213,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, run_dir: Path, checkpoint: str) -> LoadedRun:
-        from picollm.runs import load_run
+        from picollm.runs.layout import load_run
 
         try:
             key = (str(run_dir), checkpoint, (run_dir / f"{checkpoint}.pt").stat().st_mtime_ns)
@@ -312,9 +319,9 @@ def run_generation(loaded: LoadedRun, prompt_ids: list[int], cfg: DecodeConfig, 
 # CLI
 # --------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from picollm.cli import ArgumentParser
+    from picollm.core.commands import ArgumentParser
 
-    parser = ArgumentParser(prog="python -m picollm.playground", description=__doc__,
+    parser = ArgumentParser(prog="python -m picollm.serve.playground", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", default="checkpoints",
                         help="folder of run directories (default: checkpoints)")
@@ -348,8 +355,8 @@ def _listen(host: str, port: int) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from picollm.devices import resolve_device
-    from picollm.log import setup_logging
+    from picollm.core.devices import resolve_device
+    from picollm.core.log import setup_logging
 
     args = parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -364,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from picollm.playground_app import create_app
+        from picollm.serve.app import create_app
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in ("starlette", "uvicorn"):
             raise
@@ -396,6 +403,6 @@ def _allowed_hosts(host: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    from picollm.cli import run_cli
+    from picollm.core.commands import run_cli
 
     run_cli(main)

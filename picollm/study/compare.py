@@ -30,9 +30,9 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.ticker import LogLocator, MaxNLocator
 
 from picollm.config import MODEL_FIELDS, RUNTIME_FIELDS, RunConfig
-from picollm.errors import CheckpointError, PicoError
-from picollm.study import LABELS, Skip, _numeric, _save, families
-from picollm.table import TABLE_COLUMNS, TEXT_COLUMNS
+from picollm.core.errors import CheckpointError, PicoError
+from picollm.runs.table import TABLE_COLUMNS, TEXT_COLUMNS
+from picollm.study.summarize import LABELS, Skip, _numeric, _save, families
 
 #: RunConfig settings that say where a run ran, how it was seeded or where it started, not what it trained
 NOT_SETTINGS = RUNTIME_FIELDS | {"model", "seed", "parent"}
@@ -229,7 +229,7 @@ def resolve_run_dir(run_dir: Any, analysis_dir: Path) -> Path | None:
 
 def load_curves(runs: pd.DataFrame, analysis_dir: Path) -> tuple[dict[Any, pd.DataFrame], dict[str, str]]:
     """Each run's metrics.csv (index of runs -> frame), and a one-line reason per run left out."""
-    from picollm.runs import read_metrics
+    from picollm.runs.layout import read_metrics
 
     curves, missing = {}, {}
     for i, row in runs.iterrows():

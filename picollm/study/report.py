@@ -35,10 +35,11 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from picollm.errors import CheckpointError
-from picollm.log import get_logger
-from picollm.runs import atomic_write_text, read_json, read_metrics
-from picollm.table import BUCKETS, CONFIG_COLUMNS, TABLE_NAME, read_table
+from picollm.core.atomic import atomic_write_text
+from picollm.core.errors import CheckpointError
+from picollm.core.log import get_logger
+from picollm.runs.layout import read_json, read_metrics
+from picollm.runs.table import BUCKETS, CONFIG_COLUMNS, TABLE_NAME, read_table
 
 log = get_logger()
 
@@ -74,7 +75,7 @@ PAGE_CACHE = "pages.json"  # in ASSET_DIR: per run, the signature of its page's 
 CHECKPOINT_FILES = ("metrics.csv", "train_log.csv", "config.json", "status.json")
 ASSETS = ("report.css", "report.js", "index.js")
 CURVES_FILE = "curves.js"
-#: a URL with {run} where the run's name goes (e.g. the later `python -m picollm.playground`'s address); when
+#: a URL with {run} where the run's name goes (e.g. the later `python -m picollm.serve.playground`'s address); when
 #: set, each run links to it ("open in playground"); unset, nothing of it appears in the report
 PLAYGROUND_ENV = "PICOLLM_PLAYGROUND_URL"
 
@@ -534,7 +535,7 @@ def write_assets(analysis_dir: Path, curves: dict[str, list]) -> None:
         _write_if_changed(analysis_dir / ASSET_DIR / name, (templates / name).read_text(encoding="utf-8"))
     # a script, not a .json file: index.html loads it with <script src>, which works from file:// where
     # fetch() of a local file is refused
-    text = ("// every run's validation-loss curve: run -> [[step, val_loss], ...] (written by picollm.report)\n"
+    text = ("// every run's validation-loss curve: run -> [[step, val_loss], ...] (written by picollm.study.report)\n"
             f"window.PICOLLM_CURVES = {json.dumps(curves, separators=(',', ':'), allow_nan=False)};\n")
     _write_if_changed(analysis_dir / CURVES_FILE, text)
 

@@ -3,7 +3,7 @@
     summarize("analysis_runs")  ->  analysis_runs/plots/*.png, *.csv, *.md, regression_summary.txt, skipped.txt
 
 The sweep-tool comparisons (learning-curve overlays, hyperparameter importance, parallel coordinates) are
-drawn by picollm.compare.
+drawn by picollm.study.compare.
 
 Every plot is drawn independently: one that the data cannot support (a single run, a single family, a
 column that is all NaN) is skipped with a one-line reason, logged and listed in plots/skipped.txt, and the
@@ -32,17 +32,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from picollm.errors import PicoError  # noqa: E402
-from picollm.log import get_logger  # noqa: E402
-from picollm.report import write_report  # noqa: E402
-from picollm.table import (  # noqa: E402
-    DB_NAME,
-    TABLE_COLUMNS,
-    TABLE_NAME,
-    TEXT_COLUMNS,
-    export_table,
-    read_table,
-)
+from picollm.core.errors import PicoError  # noqa: E402
+from picollm.core.log import get_logger  # noqa: E402
+from picollm.runs.table import DB_NAME, TABLE_COLUMNS, TABLE_NAME, TEXT_COLUMNS, export_table, read_table  # noqa: E402
+from picollm.study.report import write_report  # noqa: E402
 
 log = get_logger()
 
@@ -113,7 +106,7 @@ def load_summary(analysis_dir: Path | str) -> pd.DataFrame:
 def check_summary_inputs(analysis_dir: Path | str, formula: str | None = None, color_by: str | None = None) -> None:
     """What summarize will be given, checked before the stages ahead of it (training, analysis) start: a user
     formula and --color_by, and the table in analysis_dir when one is there already (the analysis adds rows)."""
-    from picollm.compare import check_color_by
+    from picollm.study.compare import check_color_by
 
     if formula:
         check_formula(formula)
@@ -660,7 +653,7 @@ def summarize(analysis_dir: Path | str = "analysis_runs", formula: str | None = 
     Returns {"written": [paths], "skipped": {plot: reason}, "fits": {group: OLSFit}, "report": path or None,
     "unchanged": bool}.
     """
-    from picollm.compare import check_color_by, draw_comparisons
+    from picollm.study.compare import check_color_by, draw_comparisons
 
     analysis_dir = Path(analysis_dir)
     strict = bool(formula)  # the user's own formula must fit; the default is fitted as far as the data allow

@@ -52,23 +52,23 @@ from typing import Any
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from picollm import resources
-from picollm.cli import add_config_args, config_overrides
-from picollm.config import RunConfig
-from picollm.errors import ConfigError, PicoError
-from picollm.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
-from picollm.log import capture_records, get_logger, replay_records, setup_logging
-from picollm.pool import Slot, WorkerPool
-from picollm.runs import (
+from picollm.config import RunConfig, add_config_args, config_overrides
+from picollm.core import resources
+from picollm.core.atomic import atomic_write_json
+from picollm.core.errors import ConfigError, PicoError
+from picollm.core.log import capture_records, get_logger, replay_records, setup_logging
+from picollm.core.pool import Slot, WorkerPool
+from picollm.core.settings import add_settings_args, setting, settings_from_args, validate_settings
+from picollm.runs.layout import (
     FINISHED,
-    atomic_write_json,
     read_metrics,
     read_status,
     remove_leftovers,
     run_summary,
     write_status,
 )
-from picollm.search import (
+from picollm.sweep.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
+from picollm.sweep.space import (
     OPTUNA_SAMPLERS,
     PRESETS,
     SAMPLERS,
@@ -78,8 +78,14 @@ from picollm.search import (
     rung_budget,
     sample,
 )
-from picollm.settings import add_settings_args, setting, settings_from_args, validate_settings
-from picollm.tuning import OBJECTIVES, PRUNERS, StudyRunner, check_settings, open_study, parse_objectives
+from picollm.sweep.tuning import (
+    OBJECTIVES,
+    PRUNERS,
+    StudyRunner,
+    check_settings,
+    open_study,
+    parse_objectives,
+)
 
 log = get_logger()
 
@@ -166,7 +172,7 @@ class Job:
     fresh: bool = False
     """retrain from scratch (--no-skip_existing): an existing run directory is moved aside first"""
     trial: dict[str, Any] | None = None
-    """the Optuna trial the run reports its evaluations to, for pruning (picollm.tuning.pruning_callback)"""
+    """the Optuna trial the run reports its evaluations to, for pruning (picollm.sweep.tuning.pruning_callback)"""
 
 
 @dataclass
@@ -232,7 +238,7 @@ def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bo
     trained without failing (a failed retrain keeps it, and says where). trial: report every evaluation to
     this Optuna trial, and stop the run (status 'stopped') when its pruner says so.
     """
-    from picollm.train import train_run  # imported here: the parent process never needs the trainer
+    from picollm.train.loop import train_run  # imported here: the parent process never needs the trainer
 
     start = time.perf_counter()
     old = None
@@ -243,7 +249,7 @@ def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bo
             old = move_aside(run_dir)
         on_evaluation = None
         if trial:
-            from picollm.tuning import pruning_callback
+            from picollm.sweep.tuning import pruning_callback
 
             on_evaluation = pruning_callback(trial)
         train_run(cfg, stop_at_step=stop_at_step, on_evaluation=on_evaluation)
@@ -307,14 +313,14 @@ def failed_result(reason: str) -> dict[str, Any]:
 
 
 class LocalPool:
-    """The batch's jobs on picollm.pool's worker processes: a run whose worker dies fails, the worker is
+    """The batch's jobs on picollm.core.pool's worker processes: a run whose worker dies fails, the worker is
     replaced and the other runs carry on. fn(cfg_dict, stop_at_step, fresh[, trial]) trains one job."""
 
     def __init__(self, workers: int, threads: int, devices: list[str] | None = None,
                  log_path: Path | None = None, fn: Callable[..., dict] = run_job,
                  job: resources.Registration | None = None) -> None:
         self.pool = WorkerPool(workers, functools.partial(run_job_in_slot, fn), failed_result, threads, devices,
-                               str(log_path) if log_path else None, job, preload=("picollm.train",))
+                               str(log_path) if log_path else None, job, preload=("picollm.train.loop",))
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
         """Yield (job, result) as each job finishes; jobs may grow while the results are consumed."""
@@ -434,8 +440,8 @@ def total_steps_of(cfg: RunConfig) -> int:
     """The run's full step budget (epochs are converted with the corpus's training split)."""
     if cfg.epochs <= 0:
         return cfg.max_steps
-    from picollm.data import prepare_data
-    from picollm.train import total_steps
+    from picollm.data.batching import prepare_data
+    from picollm.train.loop import total_steps
 
     r = cfg.resolved()
     return total_steps(cfg, len(prepare_data(cfg.corpus, r.tokenizer, r.bpe_vocab_size)[1]["train"]))
@@ -713,7 +719,7 @@ def print_plan(configs: list[RunConfig], out_dir: Path, description: str, estima
 
 def estimate_run_seconds(cfg: RunConfig, steps: int, estimate_steps: int, threads: int) -> float:
     """A run's wall time: its step budget at the measured seconds per step, plus its evaluations."""
-    from picollm.data import prepare_data
+    from picollm.data.batching import prepare_data
 
     r = cfg.resolved()
     valid_tokens = len(prepare_data(cfg.corpus, r.tokenizer, r.bpe_vocab_size)[1]["valid"])
@@ -792,7 +798,9 @@ def ensure_corpora(configs: list[RunConfig], st: BatchSettings) -> None:
     starts, or one DataError. A plain dry run needs none; a Ray cluster's nodes read their own copies."""
     if (st.dry_run and not st.estimate) or (st.backend == "ray" and st.address):
         return
-    from picollm.data import ensure_corpus  # picollm.data imports torch, which a dry run never needs
+    from picollm.data.corpora import (
+        ensure_corpus,  # picollm.data.corpora imports torch, which a dry run never needs
+    )
 
     for corpus in sorted({c.corpus for c in configs}):
         ensure_corpus(corpus)

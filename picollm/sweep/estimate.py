@@ -20,8 +20,8 @@ EVAL_COST_PER_TOKEN = 1 / 3
 
 def seconds_per_step(cfg: RunConfig, steps: int, threads: int) -> float:
     """Measured seconds per training step of cfg: `steps` steps in a scratch folder (its data cached)."""
-    from picollm.runs import read_metrics
-    from picollm.train import train_run
+    from picollm.runs.layout import read_metrics
+    from picollm.train.loop import train_run
 
     with tempfile.TemporaryDirectory(prefix="picollm-estimate-") as tmp:
         probe = cfg.replace(max_steps=steps, epochs=0.0, eval_interval=steps, eval_tokens=cfg.block_size + 1,

@@ -26,7 +26,7 @@ against the field's type (YAML's ``1e-3`` string is read as a float). Samplers:
 - grid: every combination, in order (``n_runs`` keeps the first n);
 - random: seeded draws (family first, then one value per axis), never two configs with the same
   fingerprint; combinations a family rejects (embed not divisible by heads, ...) are drawn again;
-- halving: successive halving over a random sample (the rungs are run by picollm.batch).
+- halving: successive halving over a random sample (the rungs are run by picollm.sweep.batch).
 
 Configs that repeat a fingerprint (they differ only in settings their family ignores) are kept once, and
 combinations that RunConfig rejects are skipped; a space with no valid config at all is a one-line error.
@@ -44,14 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.log import get_logger
+from picollm.core.errors import ConfigError
+from picollm.core.log import get_logger
+from picollm.core.settings import check_value
 from picollm.models import FAMILIES
-from picollm.settings import check_value
 
 log = get_logger()
 
-#: Optuna's model-based samplers, run by picollm.tuning (ask-and-tell) rather than drawn up front here
+#: Optuna's model-based samplers, run by picollm.sweep.tuning (ask-and-tell) rather than drawn up front here
 OPTUNA_SAMPLERS = ("tpe", "gp", "cmaes", "nsga2")
 SAMPLERS = ("grid", "random", "halving") + OPTUNA_SAMPLERS
 SPACE_KEYS = ("description", "base", "configs", "choices", "family_base", "family_choices", "sampler", "n_runs", "eta",
@@ -414,7 +414,7 @@ def load_space(preset: str | None = None, path: str | Path | None = None) -> Spa
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"space file {path} not found")
-        from picollm.data import read_text_file
+        from picollm.data.corpora import read_text_file
 
         text = read_text_file(path, "space file")
         try:
@@ -526,7 +526,7 @@ def sample(space: Space, sampler: str | None = None, n_runs: int | None = None, 
 
 
 # --------------------------------------------------------------------------------------------------
-# successive halving: the schedule (picollm.batch runs it)
+# successive halving: the schedule (picollm.sweep.batch runs it)
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rung:
@@ -564,7 +564,7 @@ def rung_budget(fraction: float, total_steps: int, eval_interval: int) -> int:
 def count_params(cfg: RunConfig, vocab_size: int | None = None) -> int:
     """Trainable parameters of cfg's model, built but not trained (the vocabulary is read off the corpus's
     tokenizer unless given)."""
-    from picollm.data import prepare_data
+    from picollm.data.batching import prepare_data
     from picollm.models import build_model
 
     if vocab_size is None:

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picollm.config import RunConfig
-from picollm.errors import ConfigError
-from picollm.log import get_logger
-from picollm.runs import FINISHED, read_status, run_summary
-from picollm.search import Space
+from picollm.core.errors import ConfigError
+from picollm.core.log import get_logger
+from picollm.runs.layout import FINISHED, read_status, run_summary
+from picollm.sweep.space import Space
 
 if TYPE_CHECKING:
     import optuna

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from picollm import data as data_mod
-from picollm.devices import autocast_context
+from picollm.core.devices import autocast_context
+from picollm.data import batching as data_mod
 from picollm.models.base import LanguageModel
 
 #: exp() overflows a float64 just above 709.78: the perplexity of a diverged model is capped there, not inf

@@ -22,18 +22,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from picollm import data as data_mod
 from picollm.config import RunConfig
-from picollm.devices import autocast_context, resolve_device, seed_everything
-from picollm.errors import CheckpointError, ConfigError, PicoError
-from picollm.evaluate import evaluate
-from picollm.log import get_logger
+from picollm.core.atomic import atomic_torch_save, atomic_write_json
+from picollm.core.devices import autocast_context, resolve_device, seed_everything
+from picollm.core.errors import CheckpointError, ConfigError, PicoError
+from picollm.core.log import get_logger
+from picollm.data import batching as data_mod
+from picollm.data.tokenizers import Tokenizer, load_tokenizer
 from picollm.models import build_model
 from picollm.models.base import LanguageModel, State, detach_state, map_state
-from picollm.runs import (
+from picollm.runs.events import write_run_events
+from picollm.runs.layout import (
     FINISHED,
-    atomic_torch_save,
-    atomic_write_json,
     load_checkpoint,
     read_status,
     save_status,
@@ -42,9 +42,8 @@ from picollm.runs import (
     write_status,
     write_train_log,
 )
-from picollm.schedule import Schedule
-from picollm.tensorboard import write_run_events
-from picollm.tokenizers import Tokenizer, load_tokenizer
+from picollm.train.evaluate import evaluate
+from picollm.train.schedule import Schedule
 
 log = get_logger()
 #: step s of a run with seed n draws its random windows from seed n * SEED_STRIDE + s: distinct for every

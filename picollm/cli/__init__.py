@@ -1,0 +1,1 @@
+"""The `picollm` command: one module per subcommand."""

@@ -1,0 +1,1 @@
+"""Training one run: the loop, optimizers, the learning-rate schedule and evaluation."""
