@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def export_tensorboard(checkpoints: Path | str,
                        analysis_root: Path | str) -> tuple[list[str], dict[str, str]]:
     """Event files for every run under checkpoints: (runs written, {run: why skipped})."""
-    from picollm.runs.layout import events as tensorboard
+    from picollm.runs import events as tensorboard
 
     if not tensorboard.available():
         raise PicoError("tensorboard is not installed (or does not import); pip install "
