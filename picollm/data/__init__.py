@@ -1,0 +1,1 @@
+"""Corpora (registry, download, checksum, cache; no torch), tokenizers, and batching."""
