@@ -25,7 +25,7 @@ from picollm.core import resources
 from picollm.core.errors import CheckpointError
 from picollm.core.log import get_logger
 from picollm.data.batching import prepare_data
-from picollm.runs.layout import load_run
+from picollm.runs.checkpoint import load_run
 from picollm.runs.table import TABLE_COLUMNS, TIMING_COLUMNS, read_table, update_table
 from picollm.train.evaluate import evaluate
 from picollm.train.loop import train_run

@@ -29,7 +29,7 @@ from picollm.analyze.generate import (
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel
-from picollm.runs.layout import load_run
+from picollm.runs.checkpoint import load_run
 from picollm.train.loop import train_run
 
 FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]

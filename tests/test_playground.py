@@ -177,7 +177,7 @@ def test_stream_is_the_cli_text(server, runs, family, prompt, checkpoint, settin
 
 
 def test_on_token_hears_every_token_as_generate_returns_them(runs):
-    from picollm.runs.layout import load_run
+    from picollm.runs.checkpoint import load_run
 
     _, tokenizer, model, _ = load_run(runs["lstm"])
     prompts = [tokenizer.encode("the cat"), tokenizer.encode("a dog sat on")]  # lockstep rows of two lengths

@@ -10,7 +10,8 @@ import picollm.train.loop as train_mod
 from picollm.config import RunConfig
 from picollm.core.errors import CheckpointError, ConfigError
 from picollm.models import build_model
-from picollm.runs.layout import METRIC_COLUMNS, load_checkpoint, load_run, read_status
+from picollm.runs.checkpoint import load_checkpoint, load_run
+from picollm.runs.layout import METRIC_COLUMNS, read_status
 from picollm.train.loop import train_run
 from picollm.train.schedule import lr_at
 

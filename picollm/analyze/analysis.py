@@ -258,7 +258,7 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     `row`, the run's runs.csv row. A missing or corrupt file raises a one-line CheckpointError.
     """
     from picollm.core.devices import resolve_device
-    from picollm.runs.layout import load_run
+    from picollm.runs.checkpoint import load_run
 
     start = time.perf_counter()
     DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
@@ -280,11 +280,11 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
 
     out_dir = Path(out_root) / run_dir.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = {"best": int(best_ckpt.get("step", -1))}
+    checkpoints = {"best": int(best_ckpt["step"])}
     rows = generation_rows(run_dir.name, "best", checkpoints["best"], model, tokenizer, prompts, max_new_tokens)
     if (run_dir / "last.pt").exists():
         _, _, last_model, last_ckpt = load_run(run_dir, "last", device=str(dev))
-        checkpoints["last"] = int(last_ckpt.get("step", -1))
+        checkpoints["last"] = int(last_ckpt["step"])
         rows += generation_rows(run_dir.name, "last", checkpoints["last"], last_model, tokenizer, prompts,
                                 max_new_tokens)
     else:

@@ -495,7 +495,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from picollm.core.devices import resolve_device
-    from picollm.runs.layout import load_run
+    from picollm.runs.checkpoint import load_run
 
     args = parse_args(argv)
     cfg = DecodeConfig(**settings_from_args(args, DecodeConfig))
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, g in enumerate(gens):
         prompt = texts[n // args.num_samples]
         print(f"--- {cfg.strategy} #{n % args.num_samples + 1} for prompt {prompt!r} "
-              f"({args.checkpoint}.pt, step {ckpt.get('step')}, mean log-prob {g.mean_logprob:.3f}) ---")
+              f"({args.checkpoint}.pt, step {ckpt['step']}, mean log-prob {g.mean_logprob:.3f}) ---")
         print(tokenizer.decode(g.prompt_ids) + continuation_text(tokenizer, g))
         if args.annotate:
             for a in annotate(g, model, strings):

@@ -540,7 +540,7 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     convention: the module docstring)."""
     from picollm.core.atomic import atomic_write_json, atomic_write_text
     from picollm.data import batching as data_mod
-    from picollm.runs.layout import load_run
+    from picollm.runs.checkpoint import load_run
 
     st = InfluenceSettings(**settings)
     laps = _Laps()

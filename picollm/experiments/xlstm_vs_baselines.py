@@ -130,7 +130,8 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", families: tu
     batch_size, block_size, batching = st.batch_size, st.block_size, st.batching
     from picollm.analyze.analysis import test_metrics
     from picollm.data.batching import prepare_data
-    from picollm.runs.layout import load_run, run_summary
+    from picollm.runs.checkpoint import load_run
+    from picollm.runs.layout import run_summary
     from picollm.train.loop import train_run
 
     out = Path(out_dir)

@@ -1,4 +1,4 @@
-"""The run directory: paths, status, atomic writes, listing and loading runs.
+"""The run directory: paths, status, metrics, listing runs (its checkpoints and loading a run: runs.checkpoint).
 
     checkpoints/<family>-<corpus>-<fp8>/
         config.json   status.json   metrics.csv   tokenizer.json   best.pt   last.pt
@@ -10,18 +10,13 @@ new version of each file, never half of one.
 from __future__ import annotations
 
 import json
-import pickle
 import time
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from picollm.core.atomic import atomic_write_json, atomic_write_text
 from picollm.core.errors import CheckpointError
 from picollm.core.log import get_logger
-
-if TYPE_CHECKING:
-    import torch
 
 STATUSES = ("running", "paused", "done", "stopped", "failed", "diverged")
 #: a run in one of these states is never trained again ("stopped": ended on purpose, e.g. by successive
@@ -76,32 +71,6 @@ def remove_leftovers(run_dir: Path) -> None:
     for a run no live process writes to, e.g. one a batch is about to resume."""
     for tmp in Path(run_dir).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load(weights_only=True) with a one-line error for a missing or corrupt file."""
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} is missing; train the run first (main.py / batch_train.py)")
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
-            raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint (UnpicklingError); "
-                                  "delete it to retrain from scratch") from None
-        raise CheckpointError(f"checkpoint {path} is not a plain weights file: it holds Python objects that could "
-                              "run code when loaded, so it was not loaded, for safety; use a checkpoint picollm "
-                              "wrote (delete this one to retrain from scratch)") from None
-    except Exception as e:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint "
-                              f"({e.__class__.__name__}); delete it to retrain from scratch") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} has no model weights; delete it to retrain from scratch")
-    return ckpt
 
 
 #: the columns of metrics.csv: one row per evaluation (step 0 is the untrained model)
@@ -187,32 +156,6 @@ def list_runs(root: Path | str = "checkpoints") -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists())
-
-
-def load_config(run_dir: Path):
-    from picollm.config import RunConfig
-
-    return RunConfig.from_record(read_json(Path(run_dir) / "config.json"))
-
-
-def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):
-    """(config, tokenizer, model in eval mode, checkpoint dict) of a trained run."""
-    from picollm.data.tokenizers import load_tokenizer
-    from picollm.models import build_model
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} does not exist; list runs with `ls checkpoints/`")
-    cfg = load_config(run_dir)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    ckpt = load_checkpoint(run_dir / f"{which}.pt", map_location=device)
-    model = build_model(cfg, tokenizer.vocab_size)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{run_dir / (which + '.pt')} does not match its config.json "
-                              f"({str(e).splitlines()[0]}); retrain the run") from None
-    return cfg, tokenizer, model.to(device).eval(), ckpt
 
 
 def run_summary(run_dir: Path | str) -> dict[str, Any]:

@@ -213,7 +213,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, run_dir: Path, checkpoint: str) -> LoadedRun:
-        from picollm.runs.layout import load_run
+        from picollm.runs.checkpoint import load_run
 
         try:
             key = (str(run_dir), checkpoint, (run_dir / f"{checkpoint}.pt").stat().st_mtime_ns)
@@ -227,7 +227,7 @@ class ModelCache:
             _, tokenizer, model, ckpt = load_run(run_dir, checkpoint, device=self.device)
         except PicoError as e:
             raise RequestError(str(e), 422) from None
-        loaded = LoadedRun(tokenizer, model, ckpt.get("step"), tokenizer.token_strings(), threading.Lock())
+        loaded = LoadedRun(tokenizer, model, ckpt["step"], tokenizer.token_strings(), threading.Lock())
         with self._lock:
             for old in [k for k in self._items if k[:2] == key[:2]]:  # an older file of the same checkpoint
                 del self._items[old]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from picollm.config import RunConfig
-from picollm.core.atomic import atomic_torch_save, atomic_write_json
+from picollm.core.atomic import atomic_write_json
 from picollm.core.devices import autocast_context, resolve_device, seed_everything
 from picollm.core.errors import CheckpointError, ConfigError, PicoError
 from picollm.core.log import get_logger
@@ -31,10 +31,10 @@ from picollm.data import batching as data_mod
 from picollm.data.tokenizers import Tokenizer, load_tokenizer
 from picollm.models import build_model
 from picollm.models.base import LanguageModel, State, detach_state, map_state
+from picollm.runs.checkpoint import checkpoint_path, load_checkpoint, write_best, write_last
 from picollm.runs.events import write_run_events
 from picollm.runs.layout import (
     FINISHED,
-    load_checkpoint,
     read_status,
     save_status,
     status_record,
@@ -195,7 +195,7 @@ class Run:
         return self.schedule.max_steps
 
     def checkpoint(self) -> dict[str, Any]:
-        """last.pt: what resuming needs to continue exactly where this run is now."""
+        """The parts of last.pt (runs.checkpoint.write_last): what resuming needs to continue exactly here."""
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -205,7 +205,8 @@ class Run:
                 "fingerprint": self.cfg.fingerprint()}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        if ckpt.get("fingerprint") != self.cfg.fingerprint():
+        """Continue from a last.pt read by runs.checkpoint.load_checkpoint (so in the current format)."""
+        if ckpt["fingerprint"] != self.cfg.fingerprint():
             raise CheckpointError(f"{self.run_dir / 'last.pt'} belongs to another config; move {self.run_dir} "
                                   "away and retrain")
         self.model.load_state_dict(ckpt["model"])
@@ -214,10 +215,10 @@ class Run:
         self.ts = TrainState(**{k: v for k, v in ckpt["train_state"].items() if k in names})
         self.schedule.load_state_dict(ckpt["train_state"])
         self.rows = list(ckpt["metrics"])
-        self.log_rows = list(ckpt.get("train_log", []))  # checkpoints written before the log had none
+        self.log_rows = list(ckpt["train_log"])
         self.carry = map_state(lambda t: t.to(self.device), ckpt["carry_state"])
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+        if self.device.type == "cuda" and ckpt["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
 
 
@@ -258,15 +259,15 @@ def write_config(run_dir: Path, cfg: RunConfig, extra: dict[str, Any]) -> None:
 def save_checkpoint(run: Run) -> None:
     """last.pt, then metrics.csv and status.json: after a crash between them, resume rewrites the metrics
     from last.pt, so the two never disagree."""
-    atomic_torch_save(run.checkpoint(), run.run_dir / "last.pt")
+    write_last(run.run_dir, **run.checkpoint())
     write_metrics(run.run_dir, run.rows)
     write_train_log(run.run_dir, run.log_rows)
     write_status(run.run_dir, "running", "training", step=run.ts.step, max_steps=run.max_steps)
 
 
 def save_best(run: Run, val_loss: float) -> None:
-    atomic_torch_save({"model": run.model.state_dict(), "step": run.ts.step, "val_loss": val_loss,
-                       "fingerprint": run.cfg.fingerprint()}, run.run_dir / "best.pt")
+    write_best(run.run_dir, model=run.model.state_dict(), step=run.ts.step, val_loss=val_loss,
+               fingerprint=run.cfg.fingerprint())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ def train_run(cfg: RunConfig, *, quiet: bool = False, stop_at_step: int | None =
     resolve_device(cfg.device)
     tokenizer, splits = prepare_run_data(cfg, run_dir)
     if cfg.parent:
-        load_checkpoint(Path(cfg.parent) / "best.pt")
+        load_checkpoint(checkpoint_path(cfg.parent, "best"))
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         _train(cfg, run_dir, tokenizer, splits, quiet=quiet, stop_at_step=stop_at_step, on_evaluation=on_evaluation)
@@ -330,12 +331,12 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer.vocab_size).to(device)
     if cfg.parent:
-        model.load_state_dict(load_checkpoint(Path(cfg.parent) / "best.pt", map_location=device)["model"])
+        model.load_state_dict(load_checkpoint(checkpoint_path(cfg.parent, "best"), map_location=device)["model"])
     run = Run(cfg, run_dir, device, model, make_optimizer(model, cfg, device),
               Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens)
-    resuming = (run_dir / "last.pt").exists()
+    resuming = checkpoint_path(run_dir, "last").exists()
     if resuming:
-        run.restore(load_checkpoint(run_dir / "last.pt", map_location=device))
+        run.restore(load_checkpoint(checkpoint_path(run_dir, "last"), map_location=device))
         write_metrics(run_dir, run.rows)  # rows after last.pt (if any) are dropped: they will be recomputed
         write_train_log(run_dir, run.log_rows)
         log.info(f"{run_dir.name}: resuming at step {run.ts.step}/{run.max_steps}")

@@ -1,0 +1,140 @@
+"""The checkpoint format: best.pt and last.pt, their one writer and their one reader, and loading a run.
+
+    best.pt   format_version, model, step, val_loss, fingerprint
+              the weights at the run's lowest validation loss so far
+    last.pt   format_version, model, optimizer, train_state, metrics, train_log, carry_state, rng, step, fingerprint
+              everything a resumed run needs to continue exactly where it stopped (picollm.train.loop)
+
+Each file is torch.save of a dict of tensors and plain Python values, loaded with torch.load(weights_only=True):
+a file that holds pickled objects (which could run code when loaded) is refused. FORMAT_VERSION numbers the
+shape. Files written before it existed have no "format_version" and are version 0; load_checkpoint upgrades
+every older version to the current shape here, in one place, so no reader needs a default for a missing key.
+A file from a newer picollm is refused with a one-line error. To change the shape: bump FORMAT_VERSION, write
+the new keys in write_best / write_last, and teach upgrade() to fill them in for the older versions.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from picollm import __version__
+from picollm.config import RunConfig
+from picollm.core.atomic import atomic_torch_save
+from picollm.core.errors import CheckpointError
+from picollm.models import build_model
+from picollm.runs.layout import read_json
+
+if TYPE_CHECKING:
+    import torch
+
+#: the version of the checkpoint format this picollm writes (and the newest it reads); 0: no "format_version"
+FORMAT_VERSION = 1
+#: the step recorded for a version-0 file without one (picollm always wrote it; a hand-made file may not)
+UNKNOWN_STEP = -1
+
+
+def checkpoint_path(run_dir: Path | str, which: str) -> Path:
+    """<run_dir>/best.pt or <run_dir>/last.pt."""
+    return Path(run_dir) / f"{which}.pt"
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
+def _write(path: Path, parts: dict[str, Any]) -> None:
+    atomic_torch_save({"format_version": FORMAT_VERSION, **parts}, path)
+
+
+def write_best(run_dir: Path | str, *, model: dict[str, Any], step: int, val_loss: float, fingerprint: str) -> None:
+    """best.pt: the model's state_dict at its best validation loss so far."""
+    _write(checkpoint_path(run_dir, "best"), {"model": model, "step": step, "val_loss": val_loss,
+                                               "fingerprint": fingerprint})
+
+
+def write_last(run_dir: Path | str, *, model: dict[str, Any], optimizer: dict[str, Any], train_state: dict[str, Any],
+               metrics: list[dict], train_log: list[dict], carry_state: Any, rng: dict[str, Any], step: int,
+               fingerprint: str) -> None:
+    """last.pt: what resuming needs. train_state: the trainer's counters and the schedule's state; metrics and
+    train_log: the rows so far; carry_state: the recurrent state carried between stream segments (on the CPU);
+    rng: {"torch": the CPU generator's state, "cuda": the GPU's or None}."""
+    _write(checkpoint_path(run_dir, "last"), {
+        "model": model, "optimizer": optimizer, "train_state": train_state, "metrics": metrics,
+        "train_log": train_log, "carry_state": carry_state, "rng": rng, "step": step, "fingerprint": fingerprint})
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------------
+def upgrade(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint dict in the current shape (FORMAT_VERSION); a newer version is a one-line CheckpointError."""
+    version = ckpt.get("format_version", 0)
+    if type(version) is not int or version < 0:
+        raise CheckpointError(f"checkpoint {path} has an invalid format_version {version!r}; delete it to retrain "
+                              "from scratch")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {version}, newer than this picollm "
+                              f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade picollm to load it")
+    if version == 0:  # before the format had a version: the defaults its readers used to apply one by one
+        ckpt.setdefault("step", UNKNOWN_STEP)
+        ckpt.setdefault("fingerprint", None)  # None matches no config: such a last.pt is never resumed
+        if "optimizer" in ckpt:  # a last.pt
+            ckpt.setdefault("train_log", [])  # written before train_log.csv existed
+            if isinstance(ckpt.get("rng"), dict):
+                ckpt["rng"].setdefault("cuda", None)
+    ckpt["format_version"] = FORMAT_VERSION
+    return ckpt
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint in the current shape, read with torch.load(weights_only=True); a missing, corrupt, unsafe
+    or too new file is a one-line CheckpointError."""
+    import torch  # here, not at the top: this module imports without torch, like the rest of runs/
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} is missing; train the run first (main.py / batch_train.py)")
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint (UnpicklingError); "
+                                  "delete it to retrain from scratch") from None
+        raise CheckpointError(f"checkpoint {path} is not a plain weights file: it holds Python objects that could "
+                              "run code when loaded, so it was not loaded, for safety; use a checkpoint picollm "
+                              "wrote (delete this one to retrain from scratch)") from None
+    except Exception as e:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint "
+                              f"({e.__class__.__name__}); delete it to retrain from scratch") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} has no model weights; delete it to retrain from scratch")
+    return upgrade(ckpt, path)
+
+
+def load_config(run_dir: Path | str) -> RunConfig:
+    """The RunConfig a run was trained with (its config.json)."""
+    return RunConfig.from_record(read_json(Path(run_dir) / "config.json"))
+
+
+def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):
+    """(config, tokenizer, model in eval mode, checkpoint dict) of a trained run."""
+    from picollm.data.tokenizers import load_tokenizer  # here, not at the top: it imports torch
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist; list runs with `ls checkpoints/`")
+    cfg = load_config(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    path = checkpoint_path(run_dir, which)
+    ckpt = load_checkpoint(path, map_location=device)
+    model = build_model(cfg, tokenizer.vocab_size)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not match its config.json ({str(e).splitlines()[0]}); "
+                              "retrain the run") from None
+    return cfg, tokenizer, model.to(device).eval(), ckpt
