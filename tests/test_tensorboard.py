@@ -21,9 +21,9 @@ from tensorboard.plugins.hparams import api_pb2  # noqa: E402
 from tensorboard.plugins.hparams import metadata as hp_metadata  # noqa: E402
 
 import picollm.runs.events as tb  # noqa: E402
+from picollm.cli import export  # noqa: E402
 from picollm.config import RunConfig  # noqa: E402
 from picollm.core.atomic import atomic_write_json
-from picollm.cli import export  # noqa: E402
 from picollm.core.errors import PicoError  # noqa: E402
 from picollm.runs.layout import METRIC_COLUMNS, read_metrics, read_status, write_metrics  # noqa: E402
 from picollm.train.loop import train_run  # noqa: E402

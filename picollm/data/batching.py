@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from picollm.core.errors import DataError
 from picollm.data.corpora import SPLITS, corpus_identity, default_tokenizer, load_splits
 from picollm.data.tokenizers import Tokenizer, build_tokenizer
-from picollm.core.errors import DataError
 
 _PREPARED: dict[tuple, tuple[Tokenizer, dict[str, Tensor]]] = {}
 

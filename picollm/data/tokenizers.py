@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from picollm.data.corpora import EOS_BPE, EOS_WORD, UNK_CHAR, UNK_WORD
 from picollm.core.errors import CheckpointError, DataError
-
+from picollm.data.corpora import EOS_BPE, EOS_WORD, UNK_CHAR, UNK_WORD
 
 
 def _printable(s: str) -> str:
