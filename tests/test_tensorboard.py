@@ -21,9 +21,9 @@ from tensorboard.plugins.hparams import api_pb2  # noqa: E402
 from tensorboard.plugins.hparams import metadata as hp_metadata  # noqa: E402
 
 import picollm.runs.events as tb  # noqa: E402
+from picollm.cli import export  # noqa: E402
 from picollm.config import RunConfig  # noqa: E402
 from picollm.core.atomic import atomic_write_json
-from picollm.cli import export  # noqa: E402
 from picollm.core.errors import PicoError  # noqa: E402
 from picollm.runs.layout import METRIC_COLUMNS, read_metrics, read_status, write_metrics  # noqa: E402
 from picollm.train.loop import train_run  # noqa: E402
@@ -207,7 +207,7 @@ def test_without_tensorboard_nothing_is_written(checkpoints, tmp_path, monkeypat
 
 
 def test_export_of_a_missing_directory_is_a_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "picollm.cli.export", "tensorboard", "--checkpoints", "nowhere"],
+    proc = subprocess.run([sys.executable, "-m", "picollm", "export", "tensorboard", "--checkpoints", "nowhere"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")

@@ -1,23 +1,23 @@
-#!/usr/bin/env python
 """Analyse every run under --checkpoints in parallel and keep one row per run in <out>/runs.csv.
 
-    python analyze_all_checkpoints.py --checkpoints checkpoints --out analysis_runs --workers 2
-    python analyze_all_checkpoints.py --no-skip_existing      # re-analyse everything
+    picollm analyze-all --checkpoints checkpoints --out analysis_runs --workers 2
+    picollm analyze-all --no-skip_existing      # re-analyse everything
 
 Exit code 0 when every run was analysed, up to date or skipped as unfinished; 1 when any run failed.
+(`python analyze_all_checkpoints.py ...` is the same command.)
 """
 
 from __future__ import annotations
 
 import argparse
 
-from picollm.analyze.analysis import add_max_new_tokens_arg, analyze_all
-from picollm.core.commands import ArgumentParser, run_cli
+from picollm.analyze.settings import add_max_new_tokens_arg
+from picollm.core.commands import ArgumentParser
 from picollm.core.log import setup_logging
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", default="checkpoints", help="root of the run directories")
     parser.add_argument("--out", default="analysis_runs", help="root of the analysis directories")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (on the CPU at most "
@@ -31,13 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
+    from picollm.analyze.analysis import analyze_all  # imports torch: not needed for --help or a usage error
+
     setup_logging("analyze")
     table = analyze_all(args.checkpoints, args.out, workers=args.workers, skip_existing=args.skip_existing,
                         device=args.device, max_new_tokens=args.max_new_tokens, threads=args.threads)
     return 1 if table.attrs["tally"]["failed"] else 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

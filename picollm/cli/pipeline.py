@@ -1,13 +1,13 @@
-#!/usr/bin/env python
 """The whole lab in one command: batch training -> analysis of every run -> summary plots + index.html.
 
-    python auto_train_then_analyze.py --fast                  # every family on Tiny Shakespeare, < 5 min on 2 cores
-    python auto_train_then_analyze.py --preset pico --n_runs 40 --workers 4
-    python auto_train_then_analyze.py --space my_space.yaml --device cuda --runs_per_gpu 4
+    picollm pipeline --fast                  # every family on Tiny Shakespeare, < 5 min on 2 cores
+    picollm pipeline --preset pico --n_runs 40 --workers 4
+    picollm pipeline --space my_space.yaml --device cuda --runs_per_gpu 4
 
 Every stage is idempotent: running the same command again retrains nothing, re-analyses nothing and redraws
 nothing (finished runs, up-to-date analyses and plots are skipped), so it also finishes an interrupted
 pipeline. Each stage logs to logs/<timestamp>-<stage>.log; the last line printed is the report's path.
+(`python auto_train_then_analyze.py ...` is the same command.)
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from picollm.analyze.analysis import add_max_new_tokens_arg, analyze_all, available_cores
-from picollm.analyze.generate import DecodeConfig
-from picollm.core.commands import ArgumentParser, run_cli
+from picollm.analyze.settings import DecodeConfig, add_max_new_tokens_arg
+from picollm.core.commands import ArgumentParser
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger, setup_logging
 from picollm.study.summarize import add_summary_args, check_summary_inputs, families, summarize
@@ -32,8 +31,8 @@ log = get_logger()
 LEARNED_RATIO = 0.9
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true",
                         help="the `fast` preset: every family on Tiny Shakespeare, a few short runs each (< 5 min on "
                              "2 CPU cores); checks that every family learned")
@@ -61,8 +60,8 @@ def learning_check(table: pd.DataFrame, runs: set[str]) -> tuple[list[str], bool
     return lines, ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     start = time.perf_counter()
     timings = {}
     # what the analysis and the summary will be given is checked now: found after the training, a mistake costs it
@@ -78,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = {o.run for o in batch.outcomes}
 
     # 2. analysis of every run under --out_dir (up-to-date analyses are skipped)
+    # the analysis imports torch: not needed for --help, a usage error or a dry run
+    from picollm.analyze.analysis import analyze_all, available_cores
+
     setup_logging("analyze", args.log_dir)
     t = time.perf_counter()
     table = analyze_all(args.out_dir, args.analysis_dir, workers=args.workers or available_cores(),
@@ -108,7 +110,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {result['report'].resolve()}")
     failed = batch.exit_code or tally.get("failed") or (args.fast and not learned)
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

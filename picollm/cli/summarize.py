@@ -1,22 +1,23 @@
-#!/usr/bin/env python
 """Summarise every analysed run: Pareto frontiers, regressions, heatmaps, top-10, and index.html.
 
-    python total_summary_analysis.py
-    python total_summary_analysis.py --analysis_dir analysis_runs --formula "val_loss ~ np.log(params) + C(model)"
-    python total_summary_analysis.py --color_by embed          # colour the learning-curve overlays by embed
+    picollm summarize
+    picollm summarize --analysis_dir analysis_runs --formula "val_loss ~ np.log(params) + C(model)"
+    picollm summarize --color_by embed          # colour the learning-curve overlays by embed
+
+(`python total_summary_analysis.py ...` is the same command.)
 """
 
 from __future__ import annotations
 
 import argparse
 
-from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.commands import ArgumentParser
 from picollm.core.log import setup_logging
 from picollm.study.summarize import add_summary_args, summarize
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_summary_args(parser)
     args = parser.parse_args(argv)
     log_path = setup_logging("summary")
@@ -25,7 +26,3 @@ def main(argv: list[str] | None = None) -> int:
           f"(see plots/skipped.txt); log in {log_path}")
     print(f"report: {result['report'].resolve()}")
     return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

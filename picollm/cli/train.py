@@ -1,8 +1,9 @@
-#!/usr/bin/env python
 """Train every model family (or --models ...) on one shared config and print a table per family.
 
-    python main.py --corpus tinyshakespeare --max_steps 500
-    python main.py --models transformer lstm --device cuda --compile
+    picollm train --corpus tinyshakespeare --max_steps 500
+    picollm train --models transformer lstm --device cuda --compile
+
+(`python main.py ...` is the same command.)
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ from __future__ import annotations
 import argparse
 
 from picollm.config import add_config_args, config_from_args
-from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.commands import ArgumentParser
 from picollm.core.log import setup_logging
 from picollm.models import FAMILIES, default_families
 from picollm.runs.layout import run_summary
-from picollm.train.loop import train_run
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=default_families(),
                         help=f"model families to train, in order (choices: {', '.join(FAMILIES)})")
     add_config_args(parser, exclude=("model",))
@@ -40,12 +40,14 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     base = config_from_args(args)
     log_path = setup_logging("main")
     for name in args.models:
         base.replace(model=name)  # validate every family before training any
+    from picollm.train.loop import train_run  # imports torch: not needed for --help or a usage error
+
     rows = []
     for name in args.models:
         run_dir = train_run(base.replace(model=name))
@@ -54,7 +56,3 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print(f"\nruns in {base.out_dir}/, log in {log_path}")
     return 0 if all(r["status"] == "done" for r in rows) else 1
-
-
-if __name__ == "__main__":
-    run_cli(main)
