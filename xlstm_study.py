@@ -1,67 +1,12 @@
-"""The xLSTM study (issue 6): language modelling at matched size, and nearest-neighbour search.
+#!/usr/bin/env python
+"""The xLSTM study: the same command as `picollm xlstm-study`.
 
-    python xlstm_study.py lm --max_steps 300 [--embed 64 --layers 2 --test_tokens 20000 --out_dir DIR]
-    python xlstm_study.py nn --lengths 4,8,16,32 --steps 400 [--families lstm,xlstm,xlstm_lib,transformer]
-
-Results (CSV, Markdown, PNG) go to --out_dir (default analysis_runs/xlstm_study/). The xlstm_lib family
-needs the optional extra: pip install -e .[xlstm] (or leave it out with --families).
+    python xlstm_study.py lm --max_steps 300
+    python xlstm_study.py nn --lengths 4,8,16,32
 """
 
-from __future__ import annotations
-
-import argparse
-from dataclasses import asdict
-
-from picollm.core.commands import ArgumentParser, run_cli
-from picollm.core.errors import ConfigError
-from picollm.core.log import setup_logging
-from picollm.core.settings import add_settings_args, settings_from_args
-
-
-def _families(text: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    allowed = ("lstm", "xlstm", "xlstm_lib", "transformer")
-    if not names or any(n not in allowed for n in names):
-        raise ConfigError(f"--families must be a comma list of {', '.join(allowed)}; got {text!r}")
-    return names
-
-
-def main(argv: list[str] | None = None) -> int:
-    from picollm.experiments.nearest_neighbour import NNStudy, run_nn_study
-    from picollm.experiments.xlstm_vs_baselines import LMStudy, run_lm_study
-
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out_dir", default="analysis_runs/xlstm_study")
-    p.add_argument("--families", default="lstm,xlstm,xlstm_lib,transformer")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    sub = p.add_subparsers(dest="study", required=True)
-    lm = sub.add_parser("lm", help="language modelling at matched parameter counts")
-    add_settings_args(lm, LMStudy)
-    nn = sub.add_parser("nn", help="nearest-neighbour search: accuracy against the number of references")
-    nn.add_argument("--lengths", default="4,8,16,32", help="numbers of references")
-    add_settings_args(nn, NNStudy)
-    args = p.parse_args(argv)
-    families = _families(args.families)
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be >= 0 (0 = torch default); got {args.threads}")
-    if args.study == "lm":
-        settings = LMStudy(**settings_from_args(args, LMStudy))  # validated before the log file is opened
-        setup_logging(f"xlstm_study-{args.study}")
-        df = run_lm_study(args.out_dir, families, args.threads, **asdict(settings))
-    else:
-        settings = NNStudy(**settings_from_args(args, NNStudy))
-        try:
-            lengths = tuple(int(n) for n in args.lengths.split(","))
-        except ValueError:
-            raise ConfigError(f"--lengths must be a comma list of integers; got {args.lengths!r}") from None
-        if any(n < 1 for n in lengths):
-            raise ConfigError(f"--lengths must be positive numbers of references; got {args.lengths!r}")
-        setup_logging(f"xlstm_study-{args.study}")
-        df = run_nn_study(args.out_dir, lengths, families, args.threads, **asdict(settings))
-    print(df.drop(columns=[c for c in ("run", "family") if c in df]).to_string(index=False))
-    print(f"wrote results to {args.out_dir}/")
-    return 0
-
+from picollm.cli.xlstm_study import main
+from picollm.core.commands import run_cli
 
 if __name__ == "__main__":
     run_cli(main)

@@ -132,16 +132,16 @@ CASES = [
     ("xlstm_study.py nn --lengths 4,x", "--lengths must be a comma list of integers"),
     ("xlstm_study.py nn --classes 1", "--classes must be an integer >= 2"),
     # generation
-    (f"-m picollm.analyze.generate --run {RUN} --temperature nan", "--temperature must be a finite number >= 0"),
-    (f"-m picollm.analyze.generate --run {RUN} --top_p 0", "--top_p must be in (0, 1]"),
-    (f"-m picollm.analyze.generate --run {RUN} --num_samples 0", "--num_samples must be >= 1"),
-    (f"-m picollm.analyze.generate --run {RUN} --checkpoint middle", "argument --checkpoint: invalid choice"),
-    ("-m picollm.analyze.generate --run checkpoints/missing", "does not exist"),
+    (f"-m picollm generate --run {RUN} --temperature nan", "--temperature must be a finite number >= 0"),
+    (f"-m picollm generate --run {RUN} --top_p 0", "--top_p must be in (0, 1]"),
+    (f"-m picollm generate --run {RUN} --num_samples 0", "--num_samples must be >= 1"),
+    (f"-m picollm generate --run {RUN} --checkpoint middle", "argument --checkpoint: invalid choice"),
+    ("-m picollm generate --run checkpoints/missing", "does not exist"),
     # the playground: refused before it listens
-    ("-m picollm.serve.playground --port -1", "--port must be in [0, 65535]; got -1"),
-    ("-m picollm.serve.playground --port http", "argument --port: invalid int value"),
-    ("-m picollm.serve.playground --checkpoints /nonexistent", "--checkpoints /nonexistent is not a folder"),
-    ("-m picollm.serve.playground --threads 0", "--threads must be a positive integer"),
+    ("-m picollm playground --port -1", "--port must be in [0, 65535]; got -1"),
+    ("-m picollm playground --port http", "argument --port: invalid int value"),
+    ("-m picollm playground --checkpoints /nonexistent", "--checkpoints /nonexistent is not a folder"),
+    ("-m picollm playground --threads 0", "--threads must be a positive integer"),
 ]
 
 

@@ -300,20 +300,20 @@ def test_annotation_shapes_and_values(runs):
 # CLI
 # --------------------------------------------------------------------------------------------------
 def test_cli_generates_and_reports_a_missing_run_on_one_line(runs, tmp_path):
-    cmd = [sys.executable, "-m", "picollm.analyze.generate", "--run", str(runs["kgram_mlp"]), "--prompt", "the cat",
+    cmd = [sys.executable, "-m", "picollm", "generate", "--run", str(runs["kgram_mlp"]), "--prompt", "the cat",
            "--max_new_tokens", "20", "--temperature", "0.8", "--top_k", "50", "--top_p", "0.95",
            "--repetition_penalty", "1.2", "--seed", "3", "--num_samples", "2", "--checkpoint", "last", "--annotate"]
     ok = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.count("the cat") >= 2 and "alt:" in ok.stdout
-    beam = subprocess.run(cmd[:7] + ["--beam", "3", "--max_new_tokens", "5"], capture_output=True, text=True,
+    beam = subprocess.run(cmd[:8] + ["--beam", "3", "--max_new_tokens", "5"], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert beam.returncode == 0, beam.stderr
-    missing = subprocess.run([sys.executable, "-m", "picollm.analyze.generate", "--run", str(tmp_path / "nope")],
+    missing = subprocess.run([sys.executable, "-m", "picollm", "generate", "--run", str(tmp_path / "nope")],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error:") and len(missing.stderr.strip().splitlines()) == 1
-    bad = subprocess.run(cmd[:7] + ["--top_p", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    bad = subprocess.run(cmd[:8] + ["--top_p", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "top_p" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -23,11 +23,9 @@ from torch.func import functional_call
 
 from picollm.analyze.influence import (
     HessianOperator,
-    add_influence_args,
     analyze_influence,
     conjugate_gradient,
     fisher_matvec,
-    influence_kwargs,
     lanczos,
     layer_of,
     lissa,
@@ -35,6 +33,7 @@ from picollm.analyze.influence import (
     power_iteration,
     select_params,
 )
+from picollm.analyze.settings import add_influence_args, influence_kwargs
 from picollm.config import RunConfig
 from picollm.models.kgram_mlp import KGramMLP, KGramMLPConfig
 

@@ -25,7 +25,8 @@ from conftest import assert_no_errors, toy_sentences
 
 import picollm.serve.playground as playground
 from picollm.analyze.generate import DecodeConfig, Generation, continuation_text, generate
-from picollm.analyze.generate import main as generate_main
+from picollm.cli.generate import main as generate_main
+from picollm.cli.playground import EXTRA_HINT
 from picollm.config import RunConfig
 from picollm.data.tokenizers import BPETokenizer
 from picollm.study.report import playground_href
@@ -63,8 +64,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 class Server:
     def __init__(self, root: Path) -> None:
-        self.app = create_app(root, allowed_hosts=playground._allowed_hosts("127.0.0.1"))
-        sock = playground._listen("127.0.0.1", 0)
+        self.app = create_app(root, allowed_hosts=playground.allowed_hosts("127.0.0.1"))
+        sock = playground.listen("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
@@ -134,7 +135,7 @@ def cli_flags(settings: dict) -> list[str]:
 
 
 def cli(run_dir: Path, prompt: str, checkpoint: str = "best", **settings) -> tuple[str, str]:
-    """(header line, text) printed by `python -m picollm.analyze.generate` for one prompt."""
+    """(header line, text) printed by `picollm generate` for one prompt."""
     out = io.StringIO()
     with redirect_stdout(out):
         assert generate_main(["--run", str(run_dir), "--prompt", prompt, "--checkpoint", checkpoint,
@@ -335,7 +336,7 @@ def test_the_model_cache_is_bounded_and_reloads_a_rewritten_checkpoint(runs):
 # --------------------------------------------------------------------------------------------------
 def test_help_and_the_printed_urls(runs):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "picollm.serve.playground"]
+    cmd = [sys.executable, "-m", "picollm", "playground"]
     done = subprocess.run([*cmd, "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and "--checkpoints" in done.stdout and "127.0.0.1" in done.stdout
     folder = runs["lstm"].parent
@@ -359,10 +360,10 @@ def test_help_and_the_printed_urls(runs):
 
 def test_without_the_extra_one_error_line(tmp_path):
     code = ("import sys; sys.modules['uvicorn'] = None; from picollm.core.commands import run_cli; "
-            "from picollm.serve.playground import main; run_cli(main, ['--checkpoints', sys.argv[1]])")
+            "from picollm.cli.playground import main; run_cli(main, ['--checkpoints', sys.argv[1]])")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 2 and done.stderr == playground.EXTRA_HINT + "\n" and not done.stdout
+    assert done.returncode == 2 and done.stderr == EXTRA_HINT + "\n" and not done.stdout
 
 
 # --------------------------------------------------------------------------------------------------

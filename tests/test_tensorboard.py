@@ -207,7 +207,7 @@ def test_without_tensorboard_nothing_is_written(checkpoints, tmp_path, monkeypat
 
 
 def test_export_of_a_missing_directory_is_a_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "picollm.cli.export", "tensorboard", "--checkpoints", "nowhere"],
+    proc = subprocess.run([sys.executable, "-m", "picollm", "export", "tensorboard", "--checkpoints", "nowhere"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")

@@ -15,7 +15,6 @@ run is done.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -74,12 +73,6 @@ RARE_BELOW, FREQUENT_ABOVE = 100, 1000
 GENERATION_COLUMNS = ["run", "checkpoint", "step", "strategy", "decoding_params", "prompt", "text", "annotation",
                       "mean_logprob", "distinct_1", "distinct_2"]
 RUN_FILES = ("config.json", "status.json", "tokenizer.json", "metrics.csv", "best.pt", "last.pt")
-
-
-def add_max_new_tokens_arg(parser: argparse.ArgumentParser) -> None:
-    """--max_new_tokens of the analysis scripts, with the decoder's own default."""
-    parser.add_argument("--max_new_tokens", type=int, default=DecodeConfig.max_new_tokens,
-                        help=f"tokens generated per prompt and decoding strategy (default: {DecodeConfig.max_new_tokens})")
 
 
 # --------------------------------------------------------------------------------------------------

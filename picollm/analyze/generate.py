@@ -1,7 +1,8 @@
 """Decoding: greedy, temperature / top-k / top-p sampling with a repetition penalty, and beam search.
 
-    python -m picollm.analyze.generate --run checkpoints/<run> --prompt "To be" --max_new_tokens 200 \\
-        --temperature 0.8 --top_k 50 --top_p 0.95 --repetition_penalty 1.2 [--beam 4] [--annotate]
+    generate(model, prompts, DecodeConfig(temperature=0.8, top_p=0.95), eos_id) -> list[Generation]
+
+The command over it is `picollm generate --run checkpoints/<run> --prompt "To be" ...` (picollm/cli/generate.py).
 
 Every strategy goes through the model's state (`logits, state = model(idx, state)`): the prompt is processed
 once, then there is ONE forward of one token per new token, never the whole prefix again.
@@ -24,58 +25,21 @@ penalty), plus, in `annotate`, the token's 5 nearest neighbours in the input emb
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from picollm.analyze.settings import DecodeConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
-from picollm.core.settings import add_settings_args, setting, settings_from_args, validate_settings
 from picollm.models.base import LanguageModel, State, map_state
 
 TOP_ALTERNATIVES = 5  # alternatives and embedding neighbours recorded per generated token
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    max_new_tokens: int = setting(200, "tokens to generate per prompt (fewer when the end-of-sequence token "
-                                  "comes first)", bounds="[0, inf)")
-    temperature: float = setting(1.0, "softmax temperature; 0 = greedy (argmax)", bounds="[0, inf)")
-    top_k: int = setting(0, "sample only among the k most likely tokens (0 = off)", bounds="[0, inf)")
-    top_p: float = setting(1.0, "nucleus: sample among the smallest set of tokens holding this much probability "
-                           "(1 = off)", bounds="(0, 1]")
-    repetition_penalty: float = setting(1.0, "CTRL penalty on already-generated tokens: positive logits / p, "
-                                        "negative logits * p (1 = off)", bounds="(0, inf)")
-    beam: int = setting(1, "beam width; > 1 = beam search (deterministic; temperature, top-k and top-p are "
-                        "ignored)", bounds="[1, inf)")
-    length_penalty: float = setting(1.0, "beam search ranks finished hypotheses by sum(log p) / length ** "
-                                    "length_penalty")
-    stop_at_eos: bool = setting(True, "stop a row at the tokenizer's end-of-sequence token")
-    seed: int = setting(1337, "seed of the sampling generator", bounds="[0, 18446744073709551615]")
-
-    def __post_init__(self) -> None:
-        validate_settings(self)
-
-    @property
-    def strategy(self) -> str:
-        """'beam', 'greedy' or 'sample'."""
-        if self.beam > 1:
-            return "beam"
-        return "greedy" if self.temperature == 0 else "sample"
-
-    def params(self) -> dict[str, Any]:
-        """The settings that matter for this strategy (what the analysis tables record)."""
-        keep = {"beam": ("max_new_tokens", "beam", "length_penalty", "repetition_penalty", "stop_at_eos"),
-                "greedy": ("max_new_tokens", "repetition_penalty", "stop_at_eos"),
-                "sample": ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-                           "stop_at_eos", "seed")}[self.strategy]
-        return {k: v for k, v in asdict(self).items() if k in keep}
 
 
 @dataclass
@@ -471,56 +435,3 @@ def distinct_n(ids: Sequence[int], n: int) -> float:
     """Distinct-n (Li et al. 2016): unique n-grams / n-grams in the generated tokens (NaN if none)."""
     grams = [tuple(ids[i: i + n]) for i in range(len(ids) - n + 1)]
     return len(set(grams)) / len(grams) if grams else math.nan
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from picollm.core.commands import ArgumentParser
-
-    parser = ArgumentParser(prog="python -m picollm.analyze.generate", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="run directory, e.g. checkpoints/<run>")
-    parser.add_argument("--prompt", action="append", default=None,
-                        help="prompt text (repeat the flag for several prompts; default: a newline)")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="weights to load")
-    add_settings_args(parser, DecodeConfig, group_title="decoding")
-    parser.add_argument("--num_samples", type=int, default=1, help="continuations per prompt")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    parser.add_argument("--annotate", action="store_true",
-                        help="print each token's log-prob, top-5 alternatives and embedding neighbours")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from picollm.core.devices import resolve_device
-    from picollm.runs.checkpoint import load_run
-
-    args = parse_args(argv)
-    cfg = DecodeConfig(**settings_from_args(args, DecodeConfig))
-    if args.num_samples < 1:
-        raise ConfigError(f"--num_samples must be >= 1; got {args.num_samples}")
-    device = resolve_device(args.device)
-    _, tokenizer, model, ckpt = load_run(args.run, args.checkpoint, device=str(device))
-    texts = args.prompt or ["\n"]
-    gens = generate(model, [encode_prompt(tokenizer, t) for t in texts], cfg, tokenizer.eos_id, args.num_samples)
-    strings = tokenizer.token_strings() if args.annotate else []
-    for n, g in enumerate(gens):
-        prompt = texts[n // args.num_samples]
-        print(f"--- {cfg.strategy} #{n % args.num_samples + 1} for prompt {prompt!r} "
-              f"({args.checkpoint}.pt, step {ckpt['step']}, mean log-prob {g.mean_logprob:.3f}) ---")
-        print(tokenizer.decode(g.prompt_ids) + continuation_text(tokenizer, g))
-        if args.annotate:
-            for a in annotate(g, model, strings):
-                print(f"  {a['token']!r:>12} {a['logprob']:7.3f}  alt: "
-                      + ", ".join(f"{t!r} {p:.2f}" for t, p in a["alternatives"])
-                      + "  near: " + ", ".join(repr(s) for s in a["neighbours"]))
-    return 0
-
-
-if __name__ == "__main__":
-    from picollm.core.commands import run_cli
-
-    run_cli(main)
-

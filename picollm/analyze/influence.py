@@ -32,7 +32,6 @@ not at a minimum (a short run) has negative curvature, so when Lanczos finds a s
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import time
@@ -50,11 +49,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
+from picollm.analyze.settings import InfluenceSettings
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
-from picollm.core.settings import add_settings_args, setting, settings_from_args, validate_settings
 
-METHODS = ("lissa", "cg", "fisher")
 log = get_logger()
 
 MatVec = Callable[[Tensor], Tensor]  # (r, d) -> (r, d): one product per row
@@ -438,36 +436,6 @@ def sample_windows(data: Tensor, n: int, block_size: int, seed: int) -> tuple[Te
 # --------------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InfluenceSettings:
-    """What analyze_influence computes; each field is also the flag --influence_<field> (see add_influence_args)."""
-
-    n_train: int = setting(64, "training windows scored (and, by default, the Hessian sample)", bounds="[2, inf)",
-                           flag="influence_n_train")
-    n_test: int = setting(3, "test windows explained", bounds="[1, inf)", flag="influence_n_test")
-    damping: float = setting(0.01, "damping: (H + LAMBDA I)^-1; raised automatically if H has stronger negative "
-                             "curvature", bounds="[0, inf)", flag="influence_damping")
-    method: str = setting("lissa", "inverse-Hessian-vector products: lissa, cg (conjugate gradients) or fisher "
-                          "(diagonal empirical Fisher, cheapest)", choices=METHODS, flag="influence_method")
-    lissa_steps: int = setting(100, "LiSSA iterations", bounds="[1, inf)", flag="influence_lissa_steps")
-    cg_steps: int = setting(50, "conjugate-gradient iterations", bounds="[1, inf)", flag="influence_cg_steps")
-    lanczos_steps: int = setting(20, "Lanczos steps for the top Hessian / Fisher eigenvalues", bounds="[1, inf)",
-                                 flag="influence_lanczos_steps")
-    n_eigs: int = setting(3, "top eigenvalues reported", bounds="[1, inf)", flag="influence_n_eigs")
-    params: str = setting("all", "parameters differentiated: all, head (output projection only: cheaper for big "
-                          "models) or comma-separated name prefixes, e.g. blocks.1,ln_f", flag="influence_params")
-    n_hessian: int = setting(0, "training windows in the Hessian sample (0 = the scored ones)", bounds="[0, inf)",
-                             flag="influence_n_hessian")
-    top_k: int = setting(10, "most helpful and most harmful training windows listed per test window",
-                         bounds="[1, inf)", flag="influence_top_k")
-    dtype: str = setting("float32", "precision of the analysis", choices=("float32", "float64"),
-                         flag="influence_dtype")
-    seed: int = setting(0, "seed for the windows and Lanczos", bounds="[0, 4294967295]", flag="influence_seed")
-
-    def __post_init__(self) -> None:
-        validate_settings(self)
-
-
 class _Laps:
     """Wall seconds of each stage, for influence.json."""
 
@@ -611,24 +579,3 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     }
     atomic_write_json(out_dir / "influence.json", result)
     return result
-
-
-# --------------------------------------------------------------------------------------------------
-# command-line flags (wired into analyze_checkpoints.py)
-# --------------------------------------------------------------------------------------------------
-def add_influence_args(parser: argparse.ArgumentParser) -> None:
-    """The --influence* flags; `influence_kwargs(args)` turns them into analyze_influence's keywords."""
-    g = parser.add_argument_group("influence functions and Fisher information")
-    g.add_argument("--influence", action="store_true",
-                   help="also write fisher_layers.csv/.png, influence_top.csv and influence.json per run")
-    add_settings_args(g, InfluenceSettings, exclude=("lissa_steps", "cg_steps", "n_eigs"))
-    # one flag for both solvers' iteration counts, whose defaults differ
-    g.add_argument("--influence_steps", type=int, default=None, metavar="N",
-                   help="LiSSA / CG iterations (default: 100 for lissa, 50 for cg)")
-
-
-def influence_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """analyze_influence keywords from the parsed --influence* flags (device is left to the caller)."""
-    steps = {} if args.influence_steps is None else {"lissa_steps": args.influence_steps,
-                                                     "cg_steps": args.influence_steps}
-    return {**settings_from_args(args, InfluenceSettings), **steps}

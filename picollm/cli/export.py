@@ -1,6 +1,6 @@
 """Export trained runs to other tools' formats.
 
-    python -m picollm.cli.export tensorboard --checkpoints checkpoints   # event files for every run, then:
+    picollm export tensorboard --checkpoints checkpoints   # event files for every run, then:
     tensorboard --logdir checkpoints
 
 `tensorboard` writes (or refreshes) each run's TensorBoard event files, as training does with the tensorboard
@@ -15,14 +15,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.commands import ArgumentParser
 from picollm.core.errors import CheckpointError, PicoError
+from picollm.runs import events as tensorboard
 from picollm.runs.layout import list_runs
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog="python -m picollm.cli.export", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     tb = formats.add_parser("tensorboard", help="TensorBoard event files in every run directory",
                             description="Write or refresh the TensorBoard event files of every run under "
@@ -37,8 +37,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def export_tensorboard(checkpoints: Path | str,
                        analysis_root: Path | str) -> tuple[list[str], dict[str, str]]:
     """Event files for every run under checkpoints: (runs written, {run: why skipped})."""
-    from picollm.runs import events as tensorboard
-
     if not tensorboard.available():
         raise PicoError("tensorboard is not installed (or does not import); pip install "
                         "'picollm[tensorboard]' (or pip install tensorboard) and run this again")
@@ -57,8 +55,8 @@ def export_tensorboard(checkpoints: Path | str,
     return written, skipped
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     written, skipped = export_tensorboard(args.checkpoints, args.analysis)
     for run, reason in skipped.items():
         print(f"warning: {run} skipped: {reason}", file=sys.stderr)
@@ -66,7 +64,3 @@ def main(argv: list[str] | None = None) -> int:
           + (f" ({len(skipped)} skipped)" if skipped else "") + f"; view them with: tensorboard --logdir "
           f"{args.checkpoints}")
     return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

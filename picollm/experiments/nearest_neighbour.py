@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from tqdm.auto import trange
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
-from picollm.core.settings import setting, validate_settings
+from picollm.experiments.settings import NNStudy
 from picollm.experiments.xlstm_vs_baselines import LABELS
 from picollm.models import build_model
 from picollm.study.summarize import markdown_table
@@ -144,25 +143,6 @@ def plot_accuracy(df: pd.DataFrame, path: Path, chance: float, title: str) -> No
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-@dataclass(frozen=True)
-class NNStudy:
-    """The nearest-neighbour study's settings."""
-
-    dim: int = setting(4, "dimension of the reference vectors", bounds="[1, inf)")
-    classes: int = setting(4, "labels to choose from", bounds="[2, inf)")
-    embed: int = setting(32, "model width", bounds="[1, inf)")
-    layers: int = setting(2, "layers / blocks", bounds="[1, inf)")
-    heads: int = setting(2, "attention / memory heads", bounds="[1, inf)")
-    steps: int = setting(400, "training steps per model and length", bounds="[1, inf)")
-    batch: int = setting(64, "sequences per step", bounds="[1, inf)")
-    lr: float = setting(3e-3, "learning rate", bounds="(0, inf)")
-    eval_size: int = setting(1024, "held-out queries scored", bounds="[1, inf)")
-    seed: int = setting(0, "seed of the data and the models", bounds="[0, 4294967295]")
-
-    def __post_init__(self) -> None:
-        validate_settings(self)
 
 
 def run_nn_study(out_dir: Path | str = "analysis_runs/xlstm_study", lengths: tuple[int, ...] = (4, 8, 16, 32),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
-from picollm.core.settings import setting, validate_settings
+from picollm.experiments.settings import LMStudy
 from picollm.study.summarize import markdown_table
 
 log = get_logger()
@@ -92,29 +91,6 @@ def plot_buckets(df: pd.DataFrame, path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-@dataclass(frozen=True)
-class LMStudy:
-    """The LM study's settings (its defaults are a quick comparison, not the run defaults of RunConfig)."""
-
-    corpus: str = setting("wikitext2", "corpus name or a path to a .txt file")
-    max_steps: int = setting(300, "optimisation steps per family", bounds="[1, inf)")
-    embed: int = setting(64, "token embedding size", bounds="[1, inf)")
-    layers: int = setting(2, "xLSTM blocks (the others are matched to its size)", bounds="[1, inf)")
-    heads: int = setting(4, "attention / memory heads", bounds="[1, inf)")
-    block_size: int = setting(32, "tokens per training sequence", bounds="[1, inf)")
-    batch_size: int = setting(16, "sequences per optimisation step", bounds="[1, inf)")
-    lr: float = setting(3e-3, "peak learning rate", bounds="(0, inf)")
-    test_tokens: int = setting(20000, "cap on scored test tokens (0 = all)", bounds="[0, inf)")
-    eval_tokens: int = setting(4096, "validation tokens per evaluation (0 = the whole split)", bounds="[0, inf)")
-    batching: str = setting("auto", "auto: LSTM and xLSTM (ours) on carried-state streams, the others on random "
-                            "windows; random: every family on random windows", choices=("auto", "random"))
-    seed: int = setting(1337, "random seed of every run", bounds="[0, 4294967295]")
-    tokenizer: str = setting("auto", "tokenizer; auto = the corpus's own level", choices=("auto", "char", "word", "bpe"))
-
-    def __post_init__(self) -> None:
-        validate_settings(self)
 
 
 def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", families: tuple[str, ...] = FAMILIES,

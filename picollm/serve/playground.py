@@ -1,31 +1,20 @@
-"""A local playground: generate from any trained run in the browser, token by token, two runs side by side.
+"""The playground without its web stack: the runs it serves, the check of a request, the model cache, the
+generation behind one stream, and the socket it listens on.
 
-    python -m picollm.serve.playground [--checkpoints checkpoints] [--port 8000] [--host 127.0.0.1] [--device cpu]
-                                 [--threads 1]
+    serve/playground.py (this)  <-  serve/app.py (the Starlette app)  <-  cli/playground.py (`picollm playground`)
 
-Pick a run (searchable list of the runs under --checkpoints, with family, parameters and val loss) and its
-best or last checkpoint, type a prompt, set the decoding (the fields of picollm.analyze.generate.DecodeConfig, with
-their defaults, help and validation), and watch the tokens arrive (server-sent events). Hover a token for its
-log-probability, the model's top-5 alternatives and its nearest embedding neighbours. Put a second run beside
-the first to compare them on the same prompt and seed. Same run, prompt, settings and seed give exactly the
-text of `python -m picollm.analyze.generate`: both go through generate.encode_prompt, generate.generate and
-generate.continuation_text. Every asset is served by the playground itself: it works offline.
+Same run, prompt, settings and seed give exactly the text of `picollm generate`: both go through
+generate.encode_prompt, generate.generate and generate.continuation_text.
 
-Safe by default: it listens on 127.0.0.1 only (--host opens it to others: anyone who can reach the port can
-run the models); it serves only run directories directly under --checkpoints (any other name is a 404); the
-prompt and the tokens generated per request are capped; checkpoints are loaded weights-only; at most
-4 models (MODEL_CACHE_SIZE) stay in memory. Needs the `playground` extra (Starlette + uvicorn).
-
-This module holds what does not need the web stack (checking a request, finding runs, caching models, the
-generation that feeds a stream) and the command line; playground_app.py is the web application.
+Safe by default: only run directories directly under the checkpoints folder are served (any other name is a
+404); the prompt and the tokens generated per request are capped; checkpoints are loaded weights-only; at
+most MODEL_CACHE_SIZE models stay in memory; on a loopback address only local Host headers are accepted.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import socket
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -56,7 +45,6 @@ MODEL_CACHE_SIZE = 4  # models kept in memory, least recently used dropped first
 MAX_BODY_BYTES = 64 * 1024  # a request's JSON: the prompt and the settings
 CHECKPOINTS = ("best", "last")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-EXTRA_HINT = "error: the playground needs its extra: pip install -e '.[playground]'"
 
 
 class RequestError(PicoError):
@@ -316,29 +304,9 @@ def run_generation(loaded: LoadedRun, prompt_ids: list[int], cfg: DecodeConfig, 
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI
+# serving: the socket and the hosts the app accepts
 # --------------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from picollm.core.commands import ArgumentParser
-
-    parser = ArgumentParser(prog="python -m picollm.serve.playground", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoints", default="checkpoints",
-                        help="folder of run directories (default: checkpoints)")
-    parser.add_argument("--port", type=int, default=8000,
-                        help="port to listen on; 0 = any free one (default: 8000)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 lets "
-                             "anyone who can reach the port run the models)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default: 1: decoding feeds one token at a time, where more "
-                             "threads gain little on small models and, while other jobs use the cores, spin: "
-                             "~45x slower measured on 2 busy cores)")
-    return parser.parse_args(argv)
-
-
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """A listening socket (so a port in use is a one-line error, and port 0 tells which port it got)."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -352,57 +320,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    from picollm.core.devices import resolve_device
-    from picollm.core.log import setup_logging
-
-    args = parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be in [0, 65535]; got {args.port}")
-    root = Path(args.checkpoints)
-    if not root.is_dir():
-        raise ConfigError(f"--checkpoints {root} is not a folder; train runs first (main.py, batch_train.py) "
-                          "or point --checkpoints at the folder that holds them")
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be a positive integer; got {args.threads}")
-    device = resolve_device(args.device)
-    try:
-        import uvicorn
-
-        from picollm.serve.app import create_app
-    except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] not in ("starlette", "uvicorn"):
-            raise
-        print(EXTRA_HINT, file=sys.stderr)
-        return 2
-    sock = _listen(args.host, args.port)
-    port = sock.getsockname()[1]
-    setup_logging("playground")
-    torch.set_num_threads(args.threads)
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
-    print(f"playground: {base}/ (runs under {root}; Ctrl-C stops it)")
-    print(f"for the report's links: PICOLLM_PLAYGROUND_URL={base}/?run={{run}}", flush=True)
-    if args.host not in LOOPBACK:
-        log.warning(f"warning: --host {args.host}: anyone who can reach port {port} can run these models")
-    app = create_app(root, str(device), allowed_hosts=_allowed_hosts(args.host))
-    try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn stops cleanly on Ctrl-C, then raises it again for the caller
-        pass
-    print("playground stopped")
-    return 0
-
-
-def _allowed_hosts(host: str) -> list[str]:
+def allowed_hosts(host: str) -> list[str]:
     """Host headers accepted: on a loopback address only local names, so a web page cannot reach the
     playground through DNS rebinding (a name of its own that resolves to 127.0.0.1)."""
     return ["127.0.0.1", "localhost", "::1"] if host in LOOPBACK else ["*"]
-
-
-if __name__ == "__main__":
-    from picollm.core.commands import run_cli
-
-    run_cli(main)
