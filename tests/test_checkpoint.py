@@ -95,7 +95,7 @@ def test_a_newer_format_is_one_error_line_naming_the_fix(tmp_path):
     with pytest.raises(CheckpointError, match="upgrade picollm") as err:
         load_run(run_dir)
     assert len(str(err.value).splitlines()) == 1 and f"format version {FORMAT_VERSION + 1}" in str(err.value)
-    cli = subprocess.run([sys.executable, "-m", "picollm.analyze.generate", "--run", str(run_dir)],
+    cli = subprocess.run([sys.executable, "-m", "picollm", "generate", "--run", str(run_dir)],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert cli.returncode == 2 and cli.stderr.startswith("error:") and "upgrade picollm" in cli.stderr
     assert len(cli.stderr.strip().splitlines()) == 1

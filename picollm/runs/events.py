@@ -4,7 +4,7 @@
 
 `tensorboard --logdir checkpoints` then lists each run under its own directory name, with every metric column
 as a scalar series over steps and, in the HParams dashboard, the run's settings beside its final metrics.
-Runs trained before the extra was installed are back-filled with `python -m picollm.cli.export tensorboard`.
+Runs trained before the extra was installed are back-filled with `picollm export tensorboard`.
 
 How the file is kept exact:
 
