@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from picollm.data.corpora import EOS_BPE, EOS_WORD, UNK_CHAR, UNK_WORD
+from picollm.core.atomic import atomic_write_text
 from picollm.core.errors import CheckpointError, DataError
-
+from picollm.data.corpora import EOS_BPE, EOS_WORD, UNK_CHAR, UNK_WORD
 
 
 def _printable(s: str) -> str:
@@ -67,8 +67,6 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer JSON atomically, like every other file of a run."""
-        from picollm.core.atomic import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False))
 
     def __repr__(self) -> str:
