@@ -139,6 +139,10 @@ class XLSTMLib(LanguageModel):
         logits = self.lm(ctx)[:, -T:]  # (B, T, V)
         return logits, {"context": ctx[:, -self.config.block_size:]}
 
+    @property
+    def exact_context(self) -> int:
+        return self.config.block_size  # each step sees the window and itself: exact while that is all the text
+
     def embedding_matrix(self) -> Tensor:
         return self.lm.token_embedding.weight
 
