@@ -218,6 +218,7 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_text(cls, text: str, vocab_size: int = 2048) -> BPETokenizer:
+        # the BPE library is loaded only for a BPE tokenizer: char and word runs never import it
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -241,7 +242,7 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_str(cls, s: str) -> BPETokenizer:
-        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import Tokenizer as HFTokenizer  # only for a BPE tokenizer, as in from_text
 
         return cls(HFTokenizer.from_str(s))
 
