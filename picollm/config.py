@@ -19,6 +19,8 @@ from typing import Any
 
 from picollm.core.errors import ConfigError
 from picollm.core.settings import add_settings_args, setting, validate_settings
+from picollm.data.corpora import corpus_identity, corpus_name, default_tokenizer
+from picollm.models import FAMILIES, Family, check_family_config, family_fields, family_recipe
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,6 @@ class RunConfig:
         validate_settings(self)
         if not self.max_steps and not self.epochs:
             raise ConfigError("nothing to train: set --max_steps > 0 or --epochs > 0")
-        from picollm.models import (
-            check_family_config,  # not at the top: the model registry imports this module
-        )
-
         check_family_config(self)
 
     # ------------------------------------------------------------------------------------------------
@@ -160,9 +158,6 @@ class RunConfig:
         return _resolve(self)
 
     def _resolve_uncached(self) -> RunConfig:
-        from picollm.data.corpora import default_tokenizer
-        from picollm.models import family_fields, family_recipe
-
         changes: dict[str, Any] = {}
         recipe = family_recipe(self.model)
         for name in RECIPE_SETTINGS:  # "auto" or not given: the family's value
@@ -180,7 +175,7 @@ class RunConfig:
         if tokenizer != "bpe":
             changes["bpe_vocab_size"] = None
         used = family_fields(self.model)
-        for name in MODEL_FIELDS - used:
+        for name in model_fields() - used:
             changes[name] = None
         if schedule != "plateau":
             changes["plateau_factor"] = None
@@ -210,24 +205,39 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the canonical JSON of every result-changing setting."""
-        from picollm.data.corpora import corpus_identity
-
         d = self.fingerprint_dict()
         d["corpus"] = corpus_identity(self.corpus)  # a local file is identified by its content, not its path
         return hashlib.sha256(canonical_json(d).encode()).hexdigest()
 
     def run_name(self) -> str:
         """<family>-<corpus>-<fingerprint[:8]>: the run directory's name."""
-        from picollm.data.corpora import corpus_name
-
         return f"{self.model}-{corpus_name(self.corpus)}-{self.fingerprint()[:8]}"
 
 
 _resolve = functools.lru_cache(maxsize=4096)(RunConfig._resolve_uncached)
 
-MODEL_FIELDS = frozenset({"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
-                          "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "qk_scale", "mlp_activation",
-                          "zero_init_proj", "split_qkv", "init_range"})
+#: settings that a family's config may name without making them its own: every run trains on windows of
+#: block_size tokens, whichever family (the transformer's learned positions also need it)
+SHARED_MODEL_FIELDS = frozenset({"block_size"})
+
+
+def model_fields() -> frozenset[str]:
+    """The model settings: those that some registered family's config names (less SHARED_MODEL_FIELDS).
+    resolved() blanks, for each family, the model settings its config does not name."""
+    return _model_fields(tuple(FAMILIES.values()))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_fields(families: tuple[Family, ...]) -> frozenset[str]:
+    return frozenset().union(*(family_fields(family.name) for family in families)) - SHARED_MODEL_FIELDS
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MODEL_FIELDS":  # read off the registry when asked for: the family modules import torch
+        return model_fields()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: Settings added after run directories already existed, each with the value that trains exactly as the code
 #: did before it existed. A setting at that value is left out of the fingerprint, so every run trained
 #: before the setting was added keeps its directory name; any other value (whatever the field's default is

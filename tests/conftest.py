@@ -1,3 +1,4 @@
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -58,3 +59,33 @@ def browser():
 def assert_no_errors(driver) -> None:
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+# --------------------------------------------------------------------------------------------------
+# model families: a test over "every family" reads the registry, so a new family is tested with the others
+# --------------------------------------------------------------------------------------------------
+@functools.cache
+def missing_extra(family: str) -> str | None:
+    """Why `family` cannot be built here (the install hint of its missing optional extra), else None. Only a
+    family the commands do not train by default (default=False in the registry) may need an extra."""
+    from picollm.config import RunConfig
+    from picollm.core.errors import ConfigError
+    from picollm.models import FAMILIES, build_model
+
+    if FAMILIES[family].default:
+        return None
+    try:
+        build_model(RunConfig(model=family), vocab_size=2)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def family_params(families=None) -> list:
+    """pytest params for `families` (default: every registered family); a family whose optional extra is
+    missing is skipped, with the install hint as the reason."""
+    from picollm.models import FAMILIES
+
+    return [pytest.param(name, id=name, marks=pytest.mark.skipif(missing_extra(name) is not None,
+                                                                 reason=missing_extra(name) or ""))
+            for name in (FAMILIES if families is None else families)]

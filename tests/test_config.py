@@ -2,11 +2,15 @@
 
 import json
 import random
+from dataclasses import dataclass, fields
 
 import pytest
 
-from picollm.config import RunConfig
+from picollm import config
+from picollm.config import RunConfig, model_fields
 from picollm.core.errors import ConfigError
+from picollm.core.settings import setting
+from picollm.models import FAMILIES
 
 
 def test_fingerprint_ignores_key_order():
@@ -116,3 +120,54 @@ def test_resolved_config_is_json_and_round_trips():
 
 def test_int_and_float_spellings_of_a_float_setting_are_the_same_run():
     assert RunConfig(lr=1, dropout=0).fingerprint() == RunConfig(lr=1.0, dropout=0.0).fingerprint()
+
+
+#: the settings that enter the fingerprint of some family's default run (RUNTIME_FIELDS and OMITTED_AT aside)
+FINGERPRINTED = ("corpus", "tokenizer", "block_size", "batch_size", "batching", "model", "embed", "hidden", "layers",
+                 "heads", "k", "inner_layers", "activation", "norm", "dropout", "tie_weights", "positional",
+                 "xlstm_ratio", "qk_norm", "qk_scale", "split_qkv", "optimizer", "lr", "muon_lr", "min_lr_ratio",
+                 "weight_decay", "beta1", "beta2", "schedule", "decay_frac", "warmup_steps", "grad_clip", "max_steps",
+                 "epochs", "eval_interval", "eval_tokens", "early_stop_patience", "seed", "parent")
+
+
+def check_no_setting_renames_runs(config_cls: type[RunConfig] = RunConfig) -> None:
+    """Fail, naming the setting and the fix, if a setting of config_cls that is not pinned in FINGERPRINTED,
+    a runtime setting or in OMITTED_AT is set (not blanked to None) in some family's default run: it would
+    enter every such run's fingerprint and so rename the directories of the runs trained before it."""
+    known = set(FINGERPRINTED) | config.RUNTIME_FIELDS | set(config.OMITTED_AT)
+    defaults = [config_cls(model=family).resolved() for family in FAMILIES]
+    renaming = [f.name for f in fields(config_cls)
+                if f.name not in known and any(getattr(run, f.name) is not None for run in defaults)]
+    assert not renaming, "\n".join(
+        f"setting {name} enters the fingerprint of existing runs: add it to OMITTED_AT with the value that trains "
+        f"as before, or blank it in RunConfig.resolved() (if only a new family uses it, no existing run can: add "
+        f"it to FINGERPRINTED in tests/test_config.py)" for name in renaming)
+
+
+def test_a_new_setting_cannot_silently_rename_existing_runs():
+    check_no_setting_renames_runs()
+    assert set(FINGERPRINTED) <= {f.name for f in fields(RunConfig)}
+
+
+@dataclass(frozen=True)
+class WithNewSettings(RunConfig):
+    label_smoothing: float = setting(0.0, "a new setting on by default: every run would fingerprint it")
+    ema_decay: float | None = setting(None, "a new setting that applies only when given", kind=float)
+
+
+def test_the_rename_check_names_the_setting_and_the_fix(monkeypatch):
+    with pytest.raises(AssertionError, match=r"setting label_smoothing enters the fingerprint of existing runs: "
+                                             r"add it to OMITTED_AT .* or blank it in RunConfig.resolved\(\)") as err:
+        check_no_setting_renames_runs(WithNewSettings)
+    assert "ema_decay" not in str(err.value)  # None by default: it enters no existing run's fingerprint
+    monkeypatch.setitem(config.OMITTED_AT, "label_smoothing", 0.0)
+    check_no_setting_renames_runs(WithNewSettings)
+    assert WithNewSettings(model="lstm").fingerprint() == RunConfig(model="lstm").fingerprint()
+
+
+def test_the_model_settings_are_read_off_the_family_configs():
+    # the settings resolved() blanks for a family whose config does not name them: what it was by hand before
+    assert model_fields() == {"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
+                              "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "qk_scale",
+                              "mlp_activation", "zero_init_proj", "split_qkv", "init_range"}
+    assert config.MODEL_FIELDS == model_fields()

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import family_params, missing_extra
 from scipy.stats import pearsonr, spearmanr
 from torch.func import functional_call
 
@@ -227,7 +228,7 @@ def test_flags_map_onto_analyze_influence():
 
 
 # --------------------------------------------------------------------------------------------------
-FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
+FAMILIES = family_params()  # every registered family
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def tiny_runs(tmp_path_factory):
     corpus = root / "tiny.txt"
     corpus.write_text(load_splits("tinyshakespeare")["train"][:20000])
     runs = {}
-    for family in FAMILIES:
+    for family in (p.id for p in FAMILIES if missing_extra(p.id) is None):
         cfg = RunConfig(model=family, corpus=str(corpus), block_size=16, batch_size=8, embed=16, hidden=16,
                         layers=2, heads=2, max_steps=10, eval_interval=10, eval_tokens=256, warmup_steps=2,
                         out_dir=str(root / "checkpoints"), progress=False)

@@ -1,7 +1,11 @@
-"""Every family: one interface, stepping with state == one full forward, learns, rejects bad settings."""
+"""Every family: one interface, stepping with state == one full forward, learns, rejects bad settings.
+
+"Every family" is every family in the registry (a new one is tested as soon as it is registered); one whose
+optional extra is not installed is skipped with the install hint."""
 
 import pytest
 import torch
+from conftest import family_params
 
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
@@ -17,11 +21,14 @@ def tiny_model(family: str, **overrides) -> torch.nn.Module:
     return build_model(cfg, VOCAB).eval()
 
 
-FAMILY_CASES = [("kgram_mlp", {}), ("kgram_mlp", {"k": 1}), ("lstm", {}), ("lstm", {"norm": False, "tie_weights": False}),
-                ("xlstm", {}), ("xlstm", {"xlstm_ratio": "1:0"}), ("xlstm", {"xlstm_ratio": "0:1"}),
-                ("transformer", {}), ("transformer", {"positional": "learned", "qk_norm": False}),
-                ("transformer", {"positional": "learned", "mlp_activation": "relu2"}),
-                ("transformer", {"qk_norm": False, "tie_weights": False}), ("transformer", {"qk_scale": 2.0})]
+#: besides every registered family at its defaults: variants whose state or layout differs
+VARIANTS = [("kgram_mlp", {"k": 1}), ("lstm", {"norm": False, "tie_weights": False}),
+            ("xlstm", {"xlstm_ratio": "1:0"}), ("xlstm", {"xlstm_ratio": "0:1"}),
+            ("transformer", {"positional": "learned", "qk_norm": False}),
+            ("transformer", {"positional": "learned", "mlp_activation": "relu2"}),
+            ("transformer", {"qk_norm": False, "tie_weights": False}), ("transformer", {"qk_scale": 2.0})]
+FAMILY_CASES = [pytest.param(*family.values, {}, id=family.id, marks=family.marks) for family in family_params()] \
+    + VARIANTS
 
 
 def test_registry_lists_the_four_families():
@@ -54,7 +61,7 @@ def test_forward_in_two_segments_with_state_equals_one_forward(family, overrides
     assert (torch.cat([first, second], 1) - full).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("family", ["kgram_mlp", "lstm", "xlstm", "transformer"])
+@pytest.mark.parametrize("family", family_params())
 def test_state_survives_weights_only_checkpoint(family, tmp_path):
     model = tiny_model(family)
     idx = torch.randint(0, VOCAB, (2, 6))
@@ -69,7 +76,7 @@ def test_state_survives_weights_only_checkpoint(family, tmp_path):
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("family", ["kgram_mlp", "lstm", "xlstm", "transformer"])
+@pytest.mark.parametrize("family", family_params())
 def test_each_family_overfits_a_tiny_batch(family):
     model = tiny_model(family).train()
     gen = torch.Generator().manual_seed(3)

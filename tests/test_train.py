@@ -5,6 +5,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import family_params
 
 import picollm.train.loop as train_mod
 from picollm.config import RunConfig
@@ -31,7 +32,7 @@ def metrics(run_dir) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv")
 
 
-@pytest.mark.parametrize("family", ["kgram_mlp", "lstm", "xlstm", "transformer"])
+@pytest.mark.parametrize("family", family_params())
 def test_run_directory_is_complete_and_learning_happens(family, corpus, tmp_path):
     cfg = tiny(corpus, tmp_path, model=family, max_steps=60, lr=1e-2)
     run_dir = train_run(cfg)

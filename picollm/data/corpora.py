@@ -20,6 +20,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from picollm.core.atomic import atomic_write
 from picollm.core.errors import DataError
 
 #: the corpora's special tokens, which the tokenizers keep whole
@@ -175,10 +178,6 @@ def cache_dir() -> Path:
 
 def download(url: str, dest: Path, sha256: str | None) -> Path:
     """Stream url into dest, written atomically, verifying sha256 when it is known."""
-    from tqdm.auto import tqdm
-
-    from picollm.core.atomic import atomic_write
-
     dest = Path(dest)
 
     def fetch(f) -> None:  # raising here leaves no partial file behind

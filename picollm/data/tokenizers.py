@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from picollm.core.atomic import atomic_write_text
 from picollm.core.errors import CheckpointError, DataError
 from picollm.data.corpora import EOS_BPE, EOS_WORD, UNK_CHAR, UNK_WORD
 
@@ -66,8 +67,6 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer JSON atomically, like every other file of a run."""
-        from picollm.core.atomic import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False))
 
     def __repr__(self) -> str:
@@ -219,6 +218,7 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_text(cls, text: str, vocab_size: int = 2048) -> BPETokenizer:
+        # the BPE library is loaded only for a BPE tokenizer: char and word runs never import it
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -242,7 +242,7 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_str(cls, s: str) -> BPETokenizer:
-        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import Tokenizer as HFTokenizer  # only for a BPE tokenizer, as in from_text
 
         return cls(HFTokenizer.from_str(s))
 

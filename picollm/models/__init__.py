@@ -1,7 +1,8 @@
 """The model registry: family name -> Family (where its model and config classes are), and `build_model`.
 
 Every family's config dataclass names its fields after RunConfig's, so which run settings a family uses
-is read off its config (and the rest are left out of the run's fingerprint).
+is read off its config (and the rest are left out of the run's fingerprint). Adding a family: one module and
+one line in the list below (README.md beside this file says what the module must hold).
 """
 
 from __future__ import annotations

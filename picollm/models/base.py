@@ -6,7 +6,8 @@ idx is (B, T) int64 token ids; logits is (B, T, V); state is whatever the family
 exactly where the call stopped (the KV cache for the transformer, (h, c, ...) for the recurrent families,
 the last k-1 tokens for the K-gram MLP). Training with carried state (truncated BPTT), evaluation and
 token-by-token generation all go through this one call, so stepping one token at a time with the state
-gives the same logits as a single forward pass over the whole sequence.
+gives the same logits as a single forward pass over the whole sequence (over any length, or up to
+`exact_context` tokens for a family whose state is a window of the last tokens).
 
 A state is a nested structure of tuples / lists / dicts of tensors (and ints), so it can be detached,
 moved between devices and saved in a checkpoint loaded with `torch.load(..., weights_only=True)`.
@@ -41,6 +42,12 @@ class LanguageModel(nn.Module):
     @property
     def max_context(self) -> int | None:
         """Longest sequence the model can attend to at once (None: unbounded)."""
+        return None
+
+    @property
+    def exact_context(self) -> int | None:
+        """Longest text over which stepping with the state equals one forward pass over it all (None: any
+        length). A state that is a window of the last tokens (xlstm_lib's) drifts from the full forward beyond."""
         return None
 
     def embedding_matrix(self) -> Tensor:

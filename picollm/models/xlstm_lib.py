@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel, State
-from picollm.models.xlstm import slstm_positions
-
-if TYPE_CHECKING:
-    from picollm.models.xlstm import XLSTM
+from picollm.models.xlstm import XLSTM, SLSTMBlock, slstm_positions
 
 INSTALL_HINT = "the xlstm_lib family needs the optional `xlstm` package: pip install -e .[xlstm]"
 
@@ -142,6 +139,10 @@ class XLSTMLib(LanguageModel):
         logits = self.lm(ctx)[:, -T:]  # (B, T, V)
         return logits, {"context": ctx[:, -self.config.block_size:]}
 
+    @property
+    def exact_context(self) -> int:
+        return self.config.block_size  # each step sees the window and itself: exact while that is all the text
+
     def embedding_matrix(self) -> Tensor:
         return self.lm.token_embedding.weight
 
@@ -153,8 +154,6 @@ class XLSTMLib(LanguageModel):
 
 def _weight_pairs(ours: XLSTM, lib: nn.Module) -> list[tuple[Tensor, Tensor]]:
     """(our tensor, library tensor) for every weight stored in the same layout in both."""
-    from picollm.models.xlstm import SLSTMBlock
-
     if ours.proj_in is not None:
         raise ValueError("copying weights needs embed == hidden: the library has no in / out projections")
     pairs = [(ours.wte.weight, lib.token_embedding.weight),
@@ -180,8 +179,6 @@ def _weight_pairs(ours: XLSTM, lib: nn.Module) -> list[tuple[Tensor, Tensor]]:
 
 
 def _slstm_pairs(ours: XLSTM, lib: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
-    from picollm.models.xlstm import SLSTMBlock
-
     return [(ob, lb.xlstm.slstm_cell) for ob, lb in zip(ours.blocks, lib.xlstm_block_stack.blocks, strict=True)
             if isinstance(ob, SLSTMBlock)]
 

@@ -37,9 +37,11 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from picollm.config import RUNTIME_FIELDS, RunConfig
 from picollm.core.atomic import atomic_write
 from picollm.core.errors import CheckpointError, DataError
 from picollm.core.log import get_logger
+from picollm.data.corpora import corpus_name
 from picollm.runs.layout import read_json, read_metrics, read_status
 
 if TYPE_CHECKING:
@@ -203,9 +205,6 @@ def _final_metrics_event(metrics: pd.DataFrame, test: dict[str, float], start: f
 def hparam_values(config: dict) -> dict[str, Any]:
     """The run's settings for the HParams dashboard: every setting that changes results and applies to the run
     (config.json holds None for the ones its family or schedule ignores), its size and vocabulary."""
-    from picollm.config import RUNTIME_FIELDS, RunConfig
-    from picollm.data.corpora import corpus_name
-
     values: dict[str, Any] = {}
     for name in (f.name for f in fields(RunConfig) if f.name not in RUNTIME_FIELDS):
         value = config.get(name)

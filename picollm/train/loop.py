@@ -15,9 +15,11 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -54,12 +56,13 @@ GPU_FINITE_CHECK_EVERY = 25
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
-    import tokenizers
+    import tokenizers  # the BPE library: loaded only where a BPE tokenizer is trained or read, and here
 
-    import picollm
-
-    return {"picollm": picollm.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    try:  # the installed distribution's (pyproject.toml's): picollm/__init__.py sits above every layer
+        picollm_version = version("picollm")
+    except PackageNotFoundError:  # run from a checkout on PYTHONPATH, never installed
+        picollm_version = "not installed"
+    return {"picollm": picollm_version, "torch": torch.__version__, "numpy": np.__version__,
             "tokenizers": tokenizers.__version__, "python": platform.python_version()}
 
 

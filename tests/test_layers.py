@@ -1,0 +1,168 @@
+"""The layering contract: picollm's imports point down the pipeline, and no module imports itself back.
+
+Every `import` / `from ... import` of a picollm module anywhere in a file counts, inside functions too; only
+`if TYPE_CHECKING:` blocks are left out (they never run). Tests, bench/ and the root scripts sit above the
+package and are not checked.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "picollm"
+
+#: low -> high. A module may import its own layer and the layers before it. Layers on one line are siblings:
+#: neither imports the other. picollm/__init__.py and picollm/__main__.py sit above them all.
+LAYERS: list[tuple[str, ...]] = [
+    ("core",),
+    ("data",),
+    ("models",),
+    ("config",),
+    ("runs",),
+    ("train",),
+    ("sweep",),
+    ("analyze",),
+    ("study",),
+    ("serve", "experiments"),
+    ("cli",),
+]
+TOP = "picollm"  # the package itself and its __main__
+RANK = {layer: rank for rank, siblings in enumerate(LAYERS) for layer in siblings} | {TOP: len(LAYERS)}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> str:
+    """picollm.models.xlstm -> models; picollm and picollm.__main__ -> the top."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in RANK else TOP
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_nodes(tree: ast.AST):
+    """Every Import / ImportFrom node, at any depth, outside `if TYPE_CHECKING:` bodies."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        children = list(ast.iter_child_nodes(node))
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            children = node.orelse
+        stack.extend(children)
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module a `from` import names (relative imports resolved against `module`)."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".") if MODULES[module].name == "__init__.py" else module.split(".")[:-1]
+    base = package[: len(package) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(module: str) -> list[tuple[str, int]]:
+    """(imported picollm module, line) for every import in `module`'s file. `from pkg import name` counts
+    as an import of pkg.name when that is a module, else of pkg."""
+    tree = ast.parse(MODULES[module].read_text(), str(MODULES[module]))
+    found = []
+    for node in _import_nodes(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        else:
+            base = _resolve(module, node)
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        found += [(target, node.lineno) for target in targets if target == TOP or target.startswith(TOP + ".")]
+    return sorted(set(found), key=lambda t: t[1])
+
+
+GRAPH = {module: imports_of(module) for module in MODULES}
+
+
+def _where(module: str, line: int) -> str:
+    return f"{MODULES[module].relative_to(PACKAGE.parent)}:{line}"
+
+
+def test_imports_point_down_the_layers():
+    bad = []
+    for module, targets in GRAPH.items():
+        here = layer_of(module)
+        for target, line in targets:
+            there = layer_of(target)
+            if there != here and RANK[there] >= RANK[here]:
+                kind = "a sibling" if RANK[there] == RANK[here] else "a higher"
+                bad.append(f"{_where(module, line)}: {module} (layer {here}) imports {target} "
+                           f"({kind} layer, {there})")
+    order = " < ".join("=".join(siblings) for siblings in LAYERS)
+    assert not bad, (f"{len(bad)} import(s) against the layering {order} (imports point down only):\n"
+                     + "\n".join(bad))
+
+
+def _cycles() -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target, _ in GRAPH.get(node, []):
+            if target not in GRAPH:
+                continue
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for module in GRAPH:
+        if module not in index:
+            visit(module)
+    return components
+
+
+def test_no_import_cycles():
+    cycles = _cycles()
+    lines = []
+    for component in cycles:
+        members = set(component)
+        edges = [f"  {_where(module, line)}: {module} imports {target}"
+                 for module in component for target, line in GRAPH[module] if target in members and target != module]
+        lines.append(f"cycle between {', '.join(component)}:\n" + "\n".join(edges))
+    assert not cycles, f"{len(cycles)} import cycle(s):\n" + "\n".join(lines)
+
+
+def test_the_checker_sees_imports_inside_functions_and_skips_type_checking():
+    source = ("from typing import TYPE_CHECKING\n"
+              "if TYPE_CHECKING:\n    from picollm.cli import export\n"
+              "def f():\n    from picollm.study import report\n    return report\n")
+    nodes = list(_import_nodes(ast.parse(source)))
+    assert sorted(n.module for n in nodes) == ["picollm.study", "typing"]
+    assert layer_of("picollm.models.xlstm") == "models" and layer_of("picollm.config") == "config"
+    assert layer_of("picollm") == TOP and layer_of("picollm.__main__") == TOP
