@@ -1,3 +1,5 @@
 """picollm: a batch-train-then-analyze lab for small language models."""
 
-__version__ = "0.1.0"
+from picollm.core.version import __version__
+
+__all__ = ["__version__"]

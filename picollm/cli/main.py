@@ -11,8 +11,8 @@ import importlib
 import sys
 from typing import NoReturn
 
-from picollm import __version__
 from picollm.core.commands import ArgumentParser, run_cli
+from picollm.core.version import __version__
 
 #: command -> (its module in picollm.cli, which has main(argv, prog); what it does), in pipeline order
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -20,10 +20,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picollm import __version__
 from picollm.config import RunConfig
 from picollm.core.atomic import atomic_torch_save
 from picollm.core.errors import CheckpointError
+from picollm.core.version import __version__
 from picollm.models import build_model
 from picollm.runs.layout import read_json
 

@@ -15,7 +15,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from picollm.core.atomic import atomic_write_json
 from picollm.core.devices import autocast_context, resolve_device, seed_everything
 from picollm.core.errors import CheckpointError, ConfigError, PicoError
 from picollm.core.log import get_logger
+from picollm.core.version import __version__
 from picollm.data import batching as data_mod
 from picollm.data.tokenizers import Tokenizer, load_tokenizer
 from picollm.models import build_model
@@ -58,11 +58,7 @@ GPU_FINITE_CHECK_EVERY = 25
 def library_versions() -> dict[str, str]:
     import tokenizers  # the BPE library: loaded only where a BPE tokenizer is trained or read, and here
 
-    try:  # the installed distribution's (pyproject.toml's): picollm/__init__.py sits above every layer
-        picollm_version = version("picollm")
-    except PackageNotFoundError:  # run from a checkout on PYTHONPATH, never installed
-        picollm_version = "not installed"
-    return {"picollm": picollm_version, "torch": torch.__version__, "numpy": np.__version__,
+    return {"picollm": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "tokenizers": tokenizers.__version__, "python": platform.python_version()}
 
 
