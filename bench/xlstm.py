@@ -25,7 +25,8 @@ import torch.nn.functional as F
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 from picollm.models.base import LanguageModel  # noqa: E402
-from picollm.models.xlstm import XLSTM, XLSTMConfig  # noqa: E402
+from picollm.models.xlstm.config import XLSTMConfig  # noqa: E402
+from picollm.models.xlstm.model import XLSTM  # noqa: E402
 
 
 def make_models(ratio: str, args) -> dict[str, LanguageModel]:
@@ -45,7 +46,8 @@ def make_models(ratio: str, args) -> dict[str, LanguageModel]:
             break  # no mLSTM block: the backends are the same model
     if not args.no_lib:
         try:
-            from picollm.models.xlstm_lib import XLSTMLib, XLSTMLibConfig
+            from picollm.models.xlstm_lib.config import XLSTMLibConfig
+            from picollm.models.xlstm_lib.model import XLSTMLib
 
             models["library"] = XLSTMLib(XLSTMLibConfig(vocab_size=args.vocab, block_size=args.T, embed=args.embed,
                                                         layers=args.layers, heads=args.heads, xlstm_ratio=ratio))

@@ -36,7 +36,8 @@ from picollm.analyze.influence import (
 )
 from picollm.analyze.settings import add_influence_args, influence_kwargs
 from picollm.config import RunConfig
-from picollm.models.kgram_mlp import KGramMLP, KGramMLPConfig
+from picollm.models.kgram_mlp.config import KGramMLPConfig
+from picollm.models.kgram_mlp.model import KGramMLP
 
 V = 8  # vocabulary of the synthetic problems
 

@@ -281,7 +281,8 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
 
 def _three_steps(cfg: RunConfig, split_qkv: bool) -> tuple[list[float], torch.Tensor]:
     """Three optimizer steps of a tiny transformer built with the given layout: losses, first-block q/k/v."""
-    from picollm.models.transformer import Transformer, TransformerConfig
+    from picollm.models.transformer.config import TransformerConfig
+    from picollm.models.transformer.model import Transformer
 
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(vocab_size=23, embed=16, layers=2, heads=2, split_qkv=split_qkv))

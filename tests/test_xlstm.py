@@ -12,15 +12,8 @@ import torch.nn.functional as F
 
 from picollm.core.errors import ConfigError
 from picollm.models.base import detach_state
-from picollm.models.xlstm import (
-    XLSTM,
-    XLSTMConfig,
-    mlstm_chunkwise,
-    mlstm_parallel,
-    mlstm_recurrent,
-    slstm_positions,
-    slstm_scan,
-)
+from picollm.models.xlstm.config import XLSTMConfig, slstm_positions
+from picollm.models.xlstm.model import XLSTM, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent, slstm_scan
 
 RATIOS = ["1:0", "1:1", "0:1"]
 

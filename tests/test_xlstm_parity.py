@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from picollm.core.errors import ConfigError
-from picollm.models.xlstm import (
+from picollm.models.xlstm.config import XLSTMConfig
+from picollm.models.xlstm.model import (
     XLSTM,
-    XLSTMConfig,
     mlstm_chunkwise,
     mlstm_parallel,
     mlstm_recurrent,
@@ -42,7 +42,8 @@ def xl():
 
 def library_and_ours(ratio: str, layers: int = 4, tie_weights: bool = True, seed: int = 0, V: int = 13):
     """The library's model (randomised weights) wrapped in XLSTMLib, and our XLSTM holding the same weights."""
-    from picollm.models.xlstm_lib import XLSTMLib, XLSTMLibConfig, load_library_weights
+    from picollm.models.xlstm_lib.config import XLSTMLibConfig
+    from picollm.models.xlstm_lib.model import XLSTMLib, load_library_weights
 
     torch.manual_seed(seed)
     lib = XLSTMLib(XLSTMLibConfig(vocab_size=V, block_size=32, embed=64, layers=layers, heads=4,
@@ -92,7 +93,7 @@ def test_single_blocks_match_library(xl, ratio):
 @pytest.mark.parametrize("ratio", RATIOS)
 def test_gradients_match_library(xl, ratio):
     """Training is the same computation too: this checks our hand-written sLSTM backward end to end."""
-    from picollm.models.xlstm_lib import _slstm_pairs, _weight_pairs
+    from picollm.models.xlstm_lib.model import _slstm_pairs, _weight_pairs
 
     lib, ours = library_and_ours(ratio, layers=2, tie_weights=False, seed=4)
     idx = torch.randint(0, 13, (2, 20), generator=torch.Generator().manual_seed(5))
@@ -158,7 +159,8 @@ def test_library_family_through_the_registry(xl):
 
 
 def test_missing_library_is_a_one_line_config_error(monkeypatch):
-    from picollm.models.xlstm_lib import XLSTMLib, XLSTMLibConfig
+    from picollm.models.xlstm_lib.config import XLSTMLibConfig
+    from picollm.models.xlstm_lib.model import XLSTMLib
 
     monkeypatch.setitem(sys.modules, "xlstm", None)  # `import xlstm` raises ImportError
     with pytest.raises(ConfigError, match=r"pip install -e \.\[xlstm\]") as err:

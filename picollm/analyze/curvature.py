@@ -97,7 +97,7 @@ def select_params(model: nn.Module, which: str = "all") -> tuple[ParamSpace, Ten
 #: (module, function, plain-autograd stand-in): functions whose hand-written backward (a custom
 #: autograd.Function, fast for training) cannot be differentiated twice or vmapped; the stand-in computes
 #: the same values with ordinary differentiable ops and is swapped in while influence runs
-TWICE_DIFFERENTIABLE = [("picollm.models.xlstm", "slstm_scan", "slstm_scan_reference")]
+TWICE_DIFFERENTIABLE = [("picollm.models.xlstm.model", "slstm_scan", "slstm_scan_reference")]
 
 
 @contextmanager

@@ -24,12 +24,14 @@ class Family:
     optional and the registry stays free of torch) and what the commands and the study need to know of it."""
 
     name: str
-    module: str  # e.g. "picollm.models.lstm"; any importable module, so a family can live outside the package
+    module: str  # e.g. "picollm.models.lstm.model"; any importable module, so a family can live outside the package
     model_class: str  # a LanguageModel subclass of that module
     config_class: str  # its @dataclass config, whose fields are named after RunConfig's settings
     label: str  # how plots and tables name it
     heatmap_axes: tuple[str, str] = ("embed", "hidden")  # the two settings the study's heatmap crosses
     default: bool = True  # trained by `main.py` when no --models are given (False: needs an extra)
+    config_module: str | None = None  # where config_class is, if not in `module`: the built-in families keep it
+    # in a module without torch, so fingerprinting a run (a dry run, --help) never imports torch
 
 
 #: every family, in the order the commands, the study and its colours use. Add one with register_family().
@@ -52,27 +54,34 @@ def default_families() -> list[str]:
 
 
 for _entry in (
-    Family("kgram_mlp", "picollm.models.kgram_mlp", "KGramMLP", "KGramMLPConfig", "K-gram MLP", ("embed", "k")),
-    Family("lstm", "picollm.models.lstm", "LSTM", "LSTMConfig", "LSTM"),
-    Family("xlstm", "picollm.models.xlstm", "XLSTM", "XLSTMConfig", "xLSTM (ours)"),
-    Family("transformer", "picollm.models.transformer", "Transformer", "TransformerConfig", "Transformer",
-           ("embed", "layers")),
-    Family("xlstm_lib", "picollm.models.xlstm_lib", "XLSTMLib", "XLSTMLibConfig", "xLSTM (library)",
-           default=False),
+    Family("kgram_mlp", "picollm.models.kgram_mlp.model", "KGramMLP", "KGramMLPConfig", "K-gram MLP",
+           ("embed", "k"), config_module="picollm.models.kgram_mlp.config"),
+    Family("lstm", "picollm.models.lstm.model", "LSTM", "LSTMConfig", "LSTM",
+           config_module="picollm.models.lstm.config"),
+    Family("xlstm", "picollm.models.xlstm.model", "XLSTM", "XLSTMConfig", "xLSTM (ours)",
+           config_module="picollm.models.xlstm.config"),
+    Family("transformer", "picollm.models.transformer.model", "Transformer", "TransformerConfig", "Transformer",
+           ("embed", "layers"), config_module="picollm.models.transformer.config"),
+    Family("xlstm_lib", "picollm.models.xlstm_lib.model", "XLSTMLib", "XLSTMLibConfig", "xLSTM (library)",
+           default=False, config_module="picollm.models.xlstm_lib.config"),
 ):
     register_family(_entry)
 
 
-def _family(name: str) -> tuple[type, type]:
+def _entry_of(name: str) -> Family:
     if name not in FAMILIES:
         raise ConfigError(f"unknown model family {name!r}; choose one of {', '.join(FAMILIES)}")
-    family = FAMILIES[name]
-    mod = importlib.import_module(family.module)
-    return getattr(mod, family.model_class), getattr(mod, family.config_class)
+    return FAMILIES[name]
+
+
+def family_model_class(name: str) -> type:
+    family = _entry_of(name)
+    return getattr(importlib.import_module(family.module), family.model_class)
 
 
 def family_config_class(name: str) -> type:
-    return _family(name)[1]
+    family = _entry_of(name)
+    return getattr(importlib.import_module(family.config_module or family.module), family.config_class)
 
 
 #: what the RECIPE_SETTINGS of picollm.config (--optimizer auto, an unset --lr, ...) mean for a family whose config
@@ -108,5 +117,5 @@ def check_family_config(cfg: RunConfig) -> None:
 
 def build_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:
     """Instantiate the family named by cfg.model for a vocabulary of `vocab_size` tokens."""
-    model_cls, _ = _family(cfg.model)
+    model_cls = family_model_class(cfg.model)
     return model_cls(family_config(cfg.resolved(), vocab_size))  # the recipe's qk_scale; split_qkv only with Muon

@@ -7,40 +7,13 @@ Positions before the start of the text see a dedicated padding embedding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from picollm.core.errors import ConfigError
 from picollm.models.base import LanguageModel
+from picollm.models.kgram_mlp.config import KGramMLPConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
-
-
-@dataclass
-class KGramMLPConfig:
-    vocab_size: int
-    embed: int = 64
-    """Embedding size of each of the k context tokens."""
-    hidden: int = 128
-    """Width of every hidden layer of the MLP."""
-    k: int = 3
-    """Number of previous tokens (including the current one) the MLP sees."""
-    inner_layers: int = 1
-    """Number of hidden layers (0 = a log-linear model over the concatenated embeddings)."""
-    activation: str = "gelu"
-    norm: bool = True
-    """LayerNorm before each activation."""
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ConfigError(f"kgram_mlp: --k must be >= 1 (the number of context tokens); got {self.k}")
-        if self.inner_layers < 0:
-            raise ConfigError(f"kgram_mlp: --inner_layers must be >= 0; got {self.inner_layers}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"kgram_mlp: --activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
 
 
 class KGramMLP(LanguageModel):

@@ -1,4 +1,4 @@
-"""The xLSTM's two memory cells, written as plain tensor functions (the blocks in picollm.models.xlstm wrap them).
+"""The xLSTM's two memory cells, written as plain tensor functions (the blocks in model.py beside it wrap them).
 
 - mLSTM: matrix memory with exponential input and sigmoid forget gates, in three forms that compute the same
   thing: recurrent (one token at a time), parallel (quadratic in T, from the empty state) and chunkwise

@@ -1,0 +1,1 @@
+"""The K-gram MLP family: config.py (settings, no torch) and model.py."""

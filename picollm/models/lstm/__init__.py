@@ -1,0 +1,1 @@
+"""The LSTM family: config.py (settings and recipe, no torch) and model.py."""
