@@ -8,6 +8,7 @@ from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.sweep.space import (
     PRESETS,
+    PRESETS_DIR,
     Space,
     count_params,
     halving_schedule,
@@ -227,3 +228,10 @@ def test_rung_budgets_land_on_evaluation_points():
     assert rung_budget(1 / 3, 100, 30) == 60  # 34 rounded up to the next evaluation
     assert rung_budget(1 / 27, 20, 100) == 20  # never past the run's own budget
     assert rung_budget(1.0, 123, 10) == 123
+
+
+def test_presets_are_space_files_read_by_the_same_loader():
+    assert list(PRESETS) == sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+    for name in PRESETS:
+        assert load_space(name) == load_space(path=PRESETS_DIR / f"{name}.yaml")
+    assert PRESETS["fast"]["sampler"] == "grid"
