@@ -18,7 +18,11 @@ from picollm.config import RunConfig
 from picollm.core import resources
 from picollm.core.errors import ConfigError
 from picollm.runs.layout import list_runs, read_json, read_status
-from picollm.sweep.batch import Job, LocalPool, RayPool, plan_resources, train_batch
+from picollm.sweep.backends.local import LocalPool
+from picollm.sweep.backends.ray import RayPool
+from picollm.sweep.batch import train_batch
+from picollm.sweep.jobs import Job
+from picollm.sweep.planning import plan_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",

@@ -1,4 +1,4 @@
-"""Search spaces (named presets and user files) and the samplers that turn them into RunConfigs.
+"""Search spaces: the named presets (picollm/sweep/presets/<name>.yaml) and users' files, one format.
 
 A space is a dict (a preset's YAML file, picollm/sweep/presets/<name>.yaml, or a YAML / JSON file passed to
 ``batch_train.py --space``; the same loader reads both):
@@ -15,19 +15,15 @@ A space is a dict (a preset's YAML file, picollm/sweep/presets/<name>.yaml, or a
       xlstm: {batching: stream}                          #   over base (no draw, so a random space's draws stay)
     family_choices:                                      # optional: extra axes used only when model == family;
       kgram_mlp: {k: [1, 2, 3]}                          #   a field here replaces the shared list for that family
-    sampler: grid                                        # grid | random | halving (default grid)
-    n_runs: 20                                           # configs to draw (random, halving)
+    sampler: grid                                        # a name of picollm.sweep.samplers (default grid)
+    n_runs: 20                                           # configs to draw (random, halving, Optuna's)
     eta: 3                                               # halving: keep the best 1/eta at every rung
     continue_best: 50                                    # epochs for the best run afterwards (0 = off)
 
 A config is base | family base | configs entry | one value per choice | one value per family choice (later
 wins; a field may not be in both `configs` and `choices`). Every key must be a RunConfig field; values are checked
-against the field's type (YAML's ``1e-3`` string is read as a float). Samplers:
-
-- grid: every combination, in order (``n_runs`` keeps the first n);
-- random: seeded draws (family first, then one value per axis), never two configs with the same
-  fingerprint; combinations a family rejects (embed not divisible by heads, ...) are drawn again;
-- halving: successive halving over a random sample (the rungs are run by picollm.sweep.batch).
+against the field's type (YAML's ``1e-3`` string is read as a float). The samplers (grid, random, halving,
+Optuna's) are picollm.sweep.samplers.
 
 Configs that repeat a fingerprint (they differ only in settings their family ignores) are kept once, and
 combinations that RunConfig rejects are skipped; a space with no valid config at all is a one-line error.
@@ -51,16 +47,11 @@ import yaml
 
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
-from picollm.core.log import get_logger
 from picollm.core.settings import check_value
 from picollm.data.corpora import read_text_file
 from picollm.models import FAMILIES
+from picollm.sweep.samplers import SAMPLERS
 
-log = get_logger()
-
-#: Optuna's model-based samplers, run by picollm.sweep.tuning (ask-and-tell) rather than drawn up front here
-OPTUNA_SAMPLERS = ("tpe", "gp", "cmaes", "nsga2")
-SAMPLERS = ("grid", "random", "halving") + OPTUNA_SAMPLERS
 SPACE_KEYS = ("description", "base", "configs", "choices", "family_base", "family_choices", "sampler", "n_runs", "eta",
               "continue_best")
 #: set on the command line, not in a space (a space names what to train, not where to put it)
@@ -308,125 +299,6 @@ def load_space(preset: str | None = None, path: str | Path | None = None) -> Spa
         path = PRESETS_DIR / f"{name}.yaml"
     path = Path(path)
     return Space.from_dict(read_space_file(path), name=path.stem)
-
-
-# --------------------------------------------------------------------------------------------------
-# samplers
-# --------------------------------------------------------------------------------------------------
-class _Collector:
-    """Builds RunConfigs from points, keeping the first of each fingerprint and counting invalid ones."""
-
-    def __init__(self, space: Space) -> None:
-        self.space = space
-        self.configs: list[RunConfig] = []
-        self.seen: set[str] = set()
-        self.invalid = 0
-        self.first_error = ""
-
-    def add(self, point: dict[str, Any]) -> bool:
-        try:
-            cfg = RunConfig(**point)
-        except ConfigError as e:  # a combination the family rejects: skipped (other errors, e.g. data, propagate)
-            self.invalid += 1
-            self.first_error = self.first_error or str(e)
-            return False
-        fp = cfg.fingerprint()
-        if fp in self.seen:
-            return False
-        self.seen.add(fp)
-        self.configs.append(cfg)
-        return True
-
-    def result(self) -> list[RunConfig]:
-        if not self.configs:
-            raise ConfigError(f"space {self.space.name} has no valid config: {self.first_error}")
-        if self.invalid:
-            log.warning(f"space {self.space.name}: skipped {self.invalid} invalid combination(s), e.g. {self.first_error}")
-        return self.configs
-
-
-def grid_configs(space: Space, n_runs: int | None = None) -> list[RunConfig]:
-    """Every valid point of the space in order, one per fingerprint (the first n_runs if given)."""
-    c = _Collector(space)
-    for point in space.points():
-        c.add(point)
-        if n_runs and len(c.configs) >= n_runs:
-            break
-    return c.result()
-
-
-def random_configs(space: Space, n_runs: int, seed: int) -> list[RunConfig]:
-    """n_runs distinct (by fingerprint) valid configs drawn with random.Random(seed).
-
-    When the space holds no more than n_runs points, it is enumerated and shuffled, so a small space
-    gives all its configs and never loops looking for a new one.
-    """
-    rng = random.Random(seed)
-    c = _Collector(space)
-    if space.size() <= n_runs:
-        points = list(space.points())
-        rng.shuffle(points)
-        for point in points:
-            c.add(point)
-        if len(c.configs) < n_runs:
-            log.info(f"space {space.name} has only {len(c.configs)} distinct valid configs (asked for {n_runs})")
-        return c.result()
-    attempts = 0
-    while len(c.configs) < n_runs and attempts < 100 * n_runs + 1000:
-        c.add(space.draw(rng))
-        attempts += 1
-    if len(c.configs) < n_runs:
-        log.info(f"space {space.name}: found {len(c.configs)} distinct valid configs in {attempts} draws "
-                 f"(asked for {n_runs})")
-    return c.result()
-
-
-def sample(space: Space, sampler: str | None = None, n_runs: int | None = None, seed: int = 0) -> list[RunConfig]:
-    """The configs a batch trains: sampler / n_runs default to the space's own (grid, all points)."""
-    sampler = sampler or space.sampler
-    n_runs = space.n_runs if n_runs is None else n_runs  # 0 is a mistake, not "all"
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-    if sampler in OPTUNA_SAMPLERS:
-        raise ConfigError(f"--sampler {sampler} chooses configs as results come in: use batch_train.py / train_batch")
-    if n_runs is not None and n_runs < 1:
-        raise ConfigError(f"--n_runs must be >= 1; got {n_runs}")
-    if sampler == "grid":
-        return grid_configs(space, n_runs)
-    return random_configs(space, n_runs or min(space.size(), 16), seed)
-
-
-# --------------------------------------------------------------------------------------------------
-# successive halving: the schedule (picollm.sweep.batch runs it)
-# --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Rung:
-    fraction: float
-    """share of each config's full step budget trained by the end of this rung"""
-    n_in: int
-    """configs trained in this rung"""
-    n_keep: int
-    """configs that go on to the next rung (0 for the last)"""
-
-
-def halving_schedule(n: int, eta: int = 3) -> list[Rung]:
-    """Rungs of successive halving for n configs: keep the best max(1, n // eta) each time; the last rung
-    trains the survivors to their full budget, and rung i trains to eta**-(rungs left) of it."""
-    if n < 1 or eta < 2:
-        raise ConfigError(f"successive halving needs n >= 1 configs and eta >= 2; got n={n}, eta={eta}")
-    sizes = [n]
-    while sizes[-1] > 1:
-        sizes.append(max(1, sizes[-1] // eta))
-    last = len(sizes) - 1
-    return [Rung(fraction=float(eta) ** (i - last), n_in=s, n_keep=sizes[i + 1] if i < last else 0)
-            for i, s in enumerate(sizes)]
-
-
-def rung_budget(fraction: float, total_steps: int, eval_interval: int) -> int:
-    """Steps to train by the end of a rung: the fraction of the total, rounded up to an evaluation point
-    (so a config continued later has exactly the metrics of an uninterrupted run), at most the total."""
-    steps = max(1, math.ceil(fraction * total_steps))
-    return min(total_steps, math.ceil(steps / eval_interval) * eval_interval)
 
 
 # --------------------------------------------------------------------------------------------------
