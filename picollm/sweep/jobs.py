@@ -7,12 +7,14 @@ only where it was registered, so the batch sends its families along (adopt_famil
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
 import socket
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from picollm.config import RunConfig
 from picollm.core.errors import PicoError
 from picollm.core.log import capture_records, get_logger
+from picollm.models import FAMILIES, Family, register_family
 from picollm.runs.layout import read_status, write_status
 from picollm.sweep.tuning import pruning_callback
 
@@ -136,9 +139,11 @@ def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bo
 
 
 def run_job_logged(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False,
-                   trial: dict[str, Any] | None = None) -> dict[str, Any]:
+                   trial: dict[str, Any] | None = None, families: Iterable[Family] = ()) -> dict[str, Any]:
     """run_job for a Ray task, returning the run's log records under "log" too: a task's logging stays in
-    its own process, possibly on another node, so the batch replays them into its log."""
+    its own process, possibly on another node, so the batch replays them into its log. families: the
+    batch's model families (adopt_families)."""
+    adopt_families(families)
     with capture_records() as records:
         result = run_job(cfg_dict, stop_at_step, fresh, trial)
     return {**result, "log": records, "host": socket.gethostname()}
@@ -146,6 +151,19 @@ def run_job_logged(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fr
 
 def failed_result(reason: str) -> dict[str, Any]:
     return {"status": "failed", "seconds": 0.0, "reason": reason}
+
+
+def adopt_families(families: Iterable[Family]) -> None:
+    """Register here the families of another process (a worker gets its batch's): a family registered at run
+    time lives only in the process that registered it. Its module must be importable here too."""
+    for family in families:
+        if FAMILIES.get(family.name) != family:
+            register_family(family)
+
+
+def families_initializer() -> Callable[[], None]:
+    """A worker initializer that registers this process's model families in the worker (adopt_families)."""
+    return functools.partial(adopt_families, tuple(FAMILIES.values()))
 
 
 # --------------------------------------------------------------------------------------------------

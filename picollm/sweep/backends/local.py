@@ -13,7 +13,7 @@ from typing import Any
 
 from picollm.core import resources
 from picollm.core.pool import Slot, WorkerPool
-from picollm.sweep.jobs import Job, failed_result, run_job
+from picollm.sweep.jobs import Job, failed_result, families_initializer, run_job
 
 
 def run_job_in_slot(fn: Callable[..., dict], payload: tuple, slot: Slot) -> dict[str, Any]:
@@ -29,13 +29,15 @@ def run_job_in_slot(fn: Callable[..., dict], payload: tuple, slot: Slot) -> dict
 
 class LocalPool:
     """The batch's jobs on picollm.core.pool's worker processes: a run whose worker dies fails, the worker is
-    replaced and the other runs carry on. fn(cfg_dict, stop_at_step, fresh[, trial]) trains one job."""
+    replaced and the other runs carry on. fn(cfg_dict, stop_at_step, fresh[, trial]) trains one job. Each
+    worker registers the model families of this process (those registered at run time included)."""
 
     def __init__(self, workers: int, threads: int, devices: list[str] | None = None,
                  log_path: Path | None = None, fn: Callable[..., dict] = run_job,
                  job: resources.Registration | None = None) -> None:
         self.pool = WorkerPool(workers, functools.partial(run_job_in_slot, fn), failed_result, threads, devices,
-                               str(log_path) if log_path else None, job, preload=("picollm.train.loop",))
+                               str(log_path) if log_path else None, job, preload=("picollm.train.loop",),
+                               initializer=families_initializer())
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
         """Yield (job, result) as each job finishes; jobs may grow while the results are consumed."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from picollm.core.errors import ConfigError
 from picollm.core.log import replay_records
+from picollm.models import FAMILIES
 from picollm.sweep.jobs import Job, run_job_logged
 
 
@@ -95,6 +96,7 @@ class RayPool:
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
                 raise ray_init_error(address, e) from None
         self.task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=1)(run_job_logged)
+        self.families = tuple(FAMILIES.values())
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict]]:
         """As LocalPool.run (jobs may grow while the results are consumed)."""
@@ -102,7 +104,8 @@ class RayPool:
         sent = 0
         while True:
             for job in jobs[sent:]:
-                pending[self.task.remote(job.cfg.to_dict(), job.stop_at_step, job.fresh, job.trial)] = job
+                ref = self.task.remote(job.cfg.to_dict(), job.stop_at_step, job.fresh, job.trial, self.families)
+                pending[ref] = job
             sent = len(jobs)
             if not pending:
                 return
