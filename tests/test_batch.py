@@ -17,8 +17,13 @@ import pytest
 from picollm.config import RunConfig
 from picollm.core import resources
 from picollm.core.errors import ConfigError
+from picollm.models import Family, register_family, unregister_family
 from picollm.runs.layout import list_runs, read_json, read_status
-from picollm.sweep.batch import Job, LocalPool, RayPool, plan_resources, train_batch
+from picollm.sweep.backends.local import LocalPool
+from picollm.sweep.backends.ray import RayPool
+from picollm.sweep.batch import train_batch
+from picollm.sweep.jobs import Job
+from picollm.sweep.planning import plan_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
@@ -170,6 +175,52 @@ def test_a_worker_that_dies_fails_only_its_own_run(tmp_path):
         pool.close()
     assert results[0.5]["status"] == "failed" and "worker process died (exit code 3)" in results[0.5]["reason"]
     assert all(results[lr]["status"] == "done" for lr in (1e-3, 2e-3, 3e-3))
+
+
+TOY_FAMILY = '''"""A bigram model, written by a test: the next token's logits are a row of a table."""
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from picollm.models.base import LanguageModel
+
+
+@dataclass
+class BigramConfig:
+    vocab_size: int
+
+
+class Bigram(LanguageModel):
+    def __init__(self, config: BigramConfig):
+        super().__init__()
+        self.config = config
+        self.table = nn.Embedding(config.vocab_size, config.vocab_size)
+
+    def forward(self, idx, state=None):
+        return self.table(idx), None  # the next token depends on this one only: no state to carry
+
+    def embedding_matrix(self):
+        return self.table.weight
+'''
+
+
+@pytest.fixture
+def toy_family(tmp_path, monkeypatch):
+    """A family registered at run time, from a module on sys.path that is no part of the package."""
+    (tmp_path / "toy_bigram.py").write_text(TOY_FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    family = register_family(Family("toy_bigram", "toy_bigram", "Bigram", "BigramConfig", "Bigram (a test's)",
+                                    default=False))
+    yield family
+    unregister_family(family.name)
+
+
+def test_worker_processes_know_the_families_registered_at_run_time(toy_family, corpus, tmp_path):
+    space = write_space(tmp_path / "s.json", corpus, [{"model": toy_family.name, "lr": lr} for lr in (1e-2, 3e-3)])
+    report = batch(space, tmp_path, workers=2)
+    assert [o.outcome for o in report.outcomes] == ["done", "done"], [o.reason for o in report.outcomes]
+    assert all(o.run.startswith("toy_bigram-") and o.val_loss is not None for o in report.outcomes)
 
 
 def kill_a_worker_mid_run(out: Path, batch_thread: threading.Thread) -> str:

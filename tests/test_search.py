@@ -6,16 +6,11 @@ import pytest
 
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
-from picollm.sweep.space import (
-    PRESETS,
-    Space,
-    count_params,
-    halving_schedule,
-    load_space,
-    random_configs,
-    rung_budget,
-    sample,
-)
+from picollm.sweep.samplers import SAMPLERS, FixedSampler, sample
+from picollm.sweep.samplers.halving import halving_schedule, rung_budget
+from picollm.sweep.samplers.random import random_configs
+from picollm.sweep.settings import BatchSettings
+from picollm.sweep.space import PRESETS, PRESETS_DIR, Space, count_params, load_space
 
 
 def fps(configs):
@@ -48,8 +43,9 @@ def test_preset_sizes_and_contents():
     assert len({c.fingerprint() for c in fast}) == len(fast)
     assert all(c.corpus == "tinyshakespeare" and c.max_steps <= 300 for c in fast)
 
-    pico = sample(load_space("pico"), seed=0)
-    assert {c.model for c in pico} == {"kgram_mlp", "lstm", "xlstm", "transformer"}
+    pico_space = load_space("pico")
+    pico = sample(pico_space, seed=0)
+    assert {c.model for c in pico} == set(pico_space.choices["model"])  # the families it pins: all drawn
     assert {c.k for c in pico if c.model == "kgram_mlp"} <= {1, 2, 3, 4, 5}
     assert {c.embed for c in pico} <= {32, 64, 128}
     assert {c.hidden for c in pico if c.model in ("lstm", "xlstm")} <= {64, 128}
@@ -227,3 +223,29 @@ def test_rung_budgets_land_on_evaluation_points():
     assert rung_budget(1 / 3, 100, 30) == 60  # 34 rounded up to the next evaluation
     assert rung_budget(1 / 27, 20, 100) == 20  # never past the run's own budget
     assert rung_budget(1.0, 123, 10) == 123
+
+
+def test_presets_are_space_files_read_by_the_same_loader():
+    assert list(PRESETS) == sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+    for name in PRESETS:
+        assert load_space(name) == load_space(path=PRESETS_DIR / f"{name}.yaml")
+    assert PRESETS["fast"]["sampler"] == "grid"
+
+
+class FirstOnly(FixedSampler):
+    """A sampler written for this test: the first point of the space."""
+
+    @classmethod
+    def draw(cls, space, n_runs, seed):
+        return sample(space, "grid", 1)
+
+
+def test_a_registered_sampler_is_a_choice_of_spaces_and_batches(monkeypatch):
+    space = {"choices": {"model": ["kgram_mlp"], "k": [1, 2, 3]}}
+    with pytest.raises(ConfigError, match="sampler must be one of"):
+        Space.from_dict({**space, "sampler": "first"}, "t")
+    monkeypatch.setitem(SAMPLERS, "first", FirstOnly)
+    assert [c.k for c in sample(Space.from_dict({**space, "sampler": "first"}, "t"))] == [1]
+    assert BatchSettings(sampler="first").sampler == "first"
+    with pytest.raises(ConfigError, match="chooses configs as results come in"):
+        sample(Space.from_dict(space, "t"), "tpe")

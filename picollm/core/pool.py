@@ -6,6 +6,10 @@ when a worker dies (killed, out of memory) exactly its task fails, the worker is
 carry on. concurrent.futures breaks the whole pool on one death, and joblib's loky cannot say which task
 was lost. Workers also exit when the parent process dies (a lifeline pipe), so no orphan keeps training a
 run that a rerun of the batch is about to resume.
+
+A worker imports as its parent does (the parent's sys.path at the time the worker starts, which a forkserver,
+started once, would otherwise freeze), and runs the pool's initializer first: the batch passes one that
+registers its model families there (picollm.sweep.jobs.families_initializer).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,15 +67,19 @@ def _log_to(log_path: str, slot: int) -> None:
 
 
 def _worker_main(slot: int, device: str | None, log_path: str | None, conn, lifeline,
-                 fn: Callable[[Any, Slot], Any]) -> None:
+                 fn: Callable[[Any, Slot], Any], sys_path: list[str],
+                 initializer: Callable[[], Any] | None) -> None:
     """A worker: receive (task id, threads, payload), send back (task id, fn(payload, slot)), until told to stop."""
     _exit_with_parent(lifeline)
+    sys.path[:] = sys_path
     import torch
     from tqdm.auto import tqdm
 
     tqdm.set_lock(threading.RLock())  # tqdm's default is a multiprocessing lock, leaked when a worker is stopped
     if log_path:
         _log_to(log_path, slot)
+    if initializer is not None:
+        initializer()
     while True:
         try:
             message = conn.recv()
@@ -101,13 +110,16 @@ class WorkerPool(Generic[T]):
     fn(payload, slot) runs in a worker and must be importable (a module-level function or a partial of one).
     threads: torch threads per task; 0 sizes them as each task starts, to the cores left by the other picollm
     jobs running then (job: this job's resources.Registration). devices: GPUs handed to the slots in turn.
-    on_death(reason) is the result of a task whose worker died.
+    on_death(reason) is the result of a task whose worker died. initializer() runs in every worker as it starts
+    (importable, like fn).
     """
 
     def __init__(self, workers: int, fn: Callable[[Any, Slot], Any], on_death: Callable[[str], Any],
                  threads: int = 0, devices: Sequence[str] | None = None, log_path: str | None = None,
-                 job: resources.Registration | None = None, preload: Sequence[str] = ()) -> None:
+                 job: resources.Registration | None = None, preload: Sequence[str] = (),
+                 initializer: Callable[[], Any] | None = None) -> None:
         self.ctx = worker_context(preload)
+        self.initializer = initializer
         self.fn, self.on_death, self.threads, self.job = fn, on_death, threads, job
         self.devices = list(devices) if devices else None
         self.log_path = str(log_path) if log_path else None
@@ -118,7 +130,8 @@ class WorkerPool(Generic[T]):
         device = self.devices[slot % len(self.devices)] if self.devices else None
         parent_conn, child_conn = self.ctx.Pipe()
         proc = self.ctx.Process(target=_worker_main, daemon=True, name=f"picollm-worker-{slot}",
-                                args=(slot, device, self.log_path, child_conn, self.lifeline_r, self.fn))
+                                args=(slot, device, self.log_path, child_conn, self.lifeline_r, self.fn,
+                                      list(sys.path), self.initializer))
         proc.start()
         child_conn.close()
         self.slots[slot] = (proc, parent_conn)

@@ -3,15 +3,16 @@
     batch_train.py --preset pico --sampler tpe --n_runs 40 --workers 2 [--pruner median]
     batch_train.py --space s.yaml --sampler nsga2 --objectives val_loss,train_seconds
 
-Optuna suggests, picollm trains: the batch asks the study for a trial, turns its parameters into a RunConfig
-over the same search space as the other samplers (base, configs, choices and per-family choices, sampled
-define-by-run: a family's own settings are parameters of that family only), trains it through the usual
-worker pool, and tells the study the run's result. What picollm adds is deduplication: Optuna may suggest
-a config it already tried (two parameter sets with one fingerprint, or the same set twice); such a trial
-is told the recorded result without training, and --n_runs counts distinct configs.
+Optuna suggests, picollm trains: the batch's sampler (picollm.sweep.samplers.optuna) asks OptunaSearch for a
+trial, whose parameters become a RunConfig over the same search space as the other samplers (base, configs,
+choices and per-family choices, sampled define-by-run: a family's own settings are parameters of that family
+only), trains it through the usual worker pool, and tells Optuna the run's result. What picollm adds is
+deduplication: Optuna may suggest a config it already tried (two parameter sets with one fingerprint, or the
+same set twice); such a trial is told the recorded result without training, and --n_runs counts distinct
+configs.
 
-The study is stored beside the runs, in Optuna's journal file storage (<out_dir>/.optuna/<space>.journal),
-so a batch killed at any moment is resumed by running the same command: trials that were running are
+Optuna's study of the space (its trials) is stored beside the runs, in Optuna's journal file storage
+(<out_dir>/.optuna/<space>.journal), so a batch killed at any moment is resumed by running the same command: trials that were running are
 trained again from their config (train_run resumes the run from last.pt), no trial is lost or told twice.
 The sampler is re-seeded from the number of trials asked before every ask, so the suggestions after a
 restart are those an uninterrupted batch would have made.
@@ -35,10 +36,11 @@ from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
 from picollm.runs.layout import FINISHED, read_status, run_summary
-from picollm.sweep.space import Space
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the space module reads the sampler registry, which imports this module: a type only
     import optuna
+
+    from picollm.sweep.space import Space
 
 log = get_logger()
 
@@ -46,6 +48,8 @@ PRUNERS = ("none", "median", "hyperband")
 OBJECTIVES = ("val_loss", "train_seconds", "params")
 #: asks in a row that bring no new config before the space counts as exhausted
 MAX_REPEATS = 200
+#: the --sampler names of Optuna's samplers (make_sampler)
+OPTUNA_SAMPLERS = ("tpe", "gp", "cmaes", "nsga2")
 
 
 def import_optuna():
@@ -164,20 +168,24 @@ def pruning_callback(trial_info: dict[str, Any]) -> Callable[[int, float], str |
 
 
 # --------------------------------------------------------------------------------------------------
-# the study
+# the search: Optuna's study of the space, asked and told
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class _Trial:
+class TrialRun:
+    """An Optuna trial and the config it trains."""
+
     trial: Any
     cfg: RunConfig
 
 
 @dataclass
-class StudyRunner:
-    """Asks, dispatches, tells; see the module docstring. prepare(cfg) applies the batch's own changes (step
-    cap, out_dir, ...) to a suggested config before it is fingerprinted."""
+class OptunaSearch:
+    """Optuna's ask-and-tell over a space, with picollm's deduplication; see the module docstring.
+    prepare(cfg) applies the batch's own changes (step cap, out_dir, ...) to a suggested config before it is
+    fingerprinted."""
 
-    study: Any
+    optuna_study: Any
+    """the optuna.Study holding the trials"""
     space: Space
     sampler: str
     seed: int
@@ -191,21 +199,21 @@ class StudyRunner:
     """fingerprint -> duplicate trials waiting for the trial that trains it"""
 
     def distinct(self) -> int:
-        return len({t.user_attrs["fingerprint"] for t in self.study.trials if "fingerprint" in t.user_attrs})
+        return len({t.user_attrs["fingerprint"] for t in self.optuna_study.trials if "fingerprint" in t.user_attrs})
 
-    def unfinished(self) -> list[_Trial]:
+    def unfinished(self) -> list[TrialRun]:
         """Trials a killed batch left running, taken up where they stopped: each is told, queued behind the
         trial that trains its config, or trained again (its run resumes from last.pt). A trial killed before
         its config was recorded has no config to take up: it is failed and marked `killed`, and the
         sampler's seeds skip it (see asked), so the suggestions that follow are the uninterrupted batch's."""
         optuna = import_optuna()
         out = []
-        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            trial = optuna.trial.Trial(self.study, t._trial_id)
+        for t in self.optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            trial = optuna.trial.Trial(self.optuna_study, t._trial_id)
             if "config" not in t.user_attrs:
                 if "invalid" not in t.user_attrs:
                     trial.set_user_attr("killed", True)
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             if (resumed := self.place(trial, RunConfig.from_record(json.loads(t.user_attrs["config"])))):
                 out.append(resumed)
@@ -214,7 +222,7 @@ class StudyRunner:
     def remember_told(self) -> None:
         optuna = import_optuna()
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        for t in self.study.get_trials(deepcopy=False, states=done):
+        for t in self.optuna_study.get_trials(deepcopy=False, states=done):
             if "fingerprint" in t.user_attrs:
                 self.results.setdefault(t.user_attrs["fingerprint"], (t.state.name, t.values))
 
@@ -222,20 +230,20 @@ class StudyRunner:
         """Trials the batch has asked for, leaving out those a kill cut short before their config was
         recorded: an uninterrupted batch never asked for them."""
         return sum("config" in t.user_attrs or "invalid" in t.user_attrs
-                   for t in self.study.get_trials(deepcopy=False))
+                   for t in self.optuna_study.get_trials(deepcopy=False))
 
-    def ask(self) -> _Trial | None:
+    def ask(self) -> TrialRun | None:
         """The next trial with a config no trial has trained yet; duplicates are told (or queued) on the way.
         None when the space has no new config to offer."""
         optuna = import_optuna()
         for _ in range(MAX_REPEATS):
-            self.study.sampler = make_sampler(self.sampler, trial_seed(self.seed, self.asked()))
-            trial = self.study.ask()
+            self.optuna_study.sampler = make_sampler(self.sampler, trial_seed(self.seed, self.asked()))
+            trial = self.optuna_study.ask()
             try:
                 cfg = self.prepare(RunConfig(**suggest_point(trial, self.space)))
             except ConfigError as e:  # a combination the family rejects: not a config, nothing to train
                 trial.set_user_attr("invalid", str(e))
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             # the config first, in one journal entry: a trial that has it can be taken up after a kill
             trial.set_user_attr("config", json.dumps(cfg.to_dict()))
@@ -244,7 +252,7 @@ class StudyRunner:
         log.info(f"the space offered no new config in {MAX_REPEATS} suggestions: stopping at {self.distinct()}")
         return None
 
-    def place(self, trial: Any, cfg: RunConfig) -> _Trial | None:
+    def place(self, trial: Any, cfg: RunConfig) -> TrialRun | None:
         """A trial with its config recorded: told the result its config already has, queued behind the trial
         training it, told the result of its finished run on disk, or returned to be trained."""
         fp = cfg.fingerprint()
@@ -255,16 +263,16 @@ class StudyRunner:
         elif fp in self.waiting:
             self.waiting[fp].append(trial)
         elif read_status(Path(cfg.out_dir) / cfg.run_name())["status"] in FINISHED:
-            self.finish(_Trial(trial, cfg))
+            self.finish(TrialRun(trial, cfg))
         else:
             self.waiting[fp] = []
-            return _Trial(trial, cfg)
+            return TrialRun(trial, cfg)
         return None
 
-    def job_info(self, t: _Trial) -> dict[str, Any] | None:
+    def job_info(self, t: TrialRun) -> dict[str, Any] | None:
         if self.pruner == "none":
             return None
-        return {"study": self.study.study_name, "journal": str(self.journal), "pruner": self.pruner,
+        return {"study": self.optuna_study.study_name, "journal": str(self.journal), "pruner": self.pruner,
                 "trial_id": t.trial._trial_id}
 
     def outcome(self, cfg: RunConfig) -> tuple[str, list[float] | None]:
@@ -278,7 +286,7 @@ class StudyRunner:
             return "FAIL", None
         return "COMPLETE", [float(row[name]) for name in self.objectives]
 
-    def finish(self, t: _Trial) -> None:
+    def finish(self, t: TrialRun) -> None:
         fp = t.cfg.fingerprint()
         state, values = self.outcome(t.cfg)
         self.results[fp] = (state, values)
@@ -291,14 +299,14 @@ class StudyRunner:
         if duplicate:
             trial.set_user_attr("duplicate", True)
         if state == "COMPLETE":
-            self.study.tell(trial, values)
+            self.optuna_study.tell(trial, values)
         else:
-            self.study.tell(trial, state=optuna.trial.TrialState[state])
+            self.optuna_study.tell(trial, state=optuna.trial.TrialState[state])
 
 
-def open_study(out_dir: Path, space: Space, sampler: str, seed: int, pruner: str, objectives: list[str],
-               prepare: Callable[[RunConfig], RunConfig]) -> StudyRunner:
-    """The space's study in <out_dir>/.optuna (created, or loaded to continue)."""
+def open_search(out_dir: Path, space: Space, sampler: str, seed: int, pruner: str, objectives: list[str],
+                prepare: Callable[[RunConfig], RunConfig]) -> OptunaSearch:
+    """The search over the space, its Optuna study in <out_dir>/.optuna (created, or loaded to continue)."""
     optuna = import_optuna()
     journal = journal_path(out_dir, space.name)
     study = optuna.create_study(study_name=space.name, storage=storage(journal), load_if_exists=True,
@@ -308,6 +316,6 @@ def open_study(out_dir: Path, space: Space, sampler: str, seed: int, pruner: str
         raise ConfigError(f"the study in {journal} optimises {','.join(study.user_attrs['objectives'])}; use the "
                           "same --objectives, or another --out_dir")
     study.set_user_attr("objectives", objectives)
-    runner = StudyRunner(study, space, sampler, seed, pruner, objectives, journal, prepare)
-    runner.remember_told()
-    return runner
+    search = OptunaSearch(study, space, sampler, seed, pruner, objectives, journal, prepare)
+    search.remember_told()
+    return search
