@@ -41,6 +41,7 @@ from picollm.core.atomic import atomic_write_json, atomic_write_text
 from picollm.core.errors import CheckpointError, PicoError
 from picollm.core.log import get_logger
 from picollm.core.pool import Slot, WorkerPool
+from picollm.models import families_initializer
 from picollm.runs.layout import read_json, read_metrics, read_status, read_train_log
 from picollm.runs.table import (
     BUCKETS,
@@ -355,7 +356,7 @@ def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str
         return
     pool = WorkerPool(n_jobs, functools.partial(_analyze_in_slot, out_root, device, max_new_tokens),
                       lambda reason: ("error", f"{reason}; run again to retry"), threads, job=job,
-                      preload=("picollm.analyze.analysis",))
+                      preload=("picollm.analyze.analysis",), initializer=families_initializer())
     try:
         yield from pool.run(todo)
     finally:

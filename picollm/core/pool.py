@@ -9,7 +9,7 @@ run that a rerun of the batch is about to resume.
 
 A worker imports as its parent does (the parent's sys.path at the time the worker starts, which a forkserver,
 started once, would otherwise freeze), and runs the pool's initializer first: the batch passes one that
-registers its model families there (picollm.sweep.jobs.families_initializer).
+registers its model families there (picollm.models.families_initializer).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ one line in the list below (README.md beside this file says what the module must
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,19 @@ def unregister_family(name: str) -> None:
 
 def default_families() -> list[str]:
     return [name for name, family in FAMILIES.items() if family.default]
+
+
+def adopt_families(families: Iterable[Family]) -> None:
+    """Register here the families of another process (a worker gets its batch's): a family registered at run
+    time lives only in the process that registered it. Its module must be importable here too."""
+    for family in families:
+        if FAMILIES.get(family.name) != family:
+            register_family(family)
+
+
+def families_initializer() -> Callable[[], None]:
+    """A worker initializer that registers this process's model families in the worker (adopt_families)."""
+    return functools.partial(adopt_families, tuple(FAMILIES.values()))
 
 
 for _entry in (

@@ -7,14 +7,13 @@ only where it was registered, so the batch sends its families along (adopt_famil
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from picollm.config import RunConfig
 from picollm.core.errors import PicoError
 from picollm.core.log import capture_records, get_logger
-from picollm.models import FAMILIES, Family, register_family
+from picollm.models import Family, adopt_families
 from picollm.runs.layout import read_status, write_status
 from picollm.sweep.tuning import pruning_callback
 
@@ -151,19 +150,6 @@ def run_job_logged(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fr
 
 def failed_result(reason: str) -> dict[str, Any]:
     return {"status": "failed", "seconds": 0.0, "reason": reason}
-
-
-def adopt_families(families: Iterable[Family]) -> None:
-    """Register here the families of another process (a worker gets its batch's): a family registered at run
-    time lives only in the process that registered it. Its module must be importable here too."""
-    for family in families:
-        if FAMILIES.get(family.name) != family:
-            register_family(family)
-
-
-def families_initializer() -> Callable[[], None]:
-    """A worker initializer that registers this process's model families in the worker (adopt_families)."""
-    return functools.partial(adopt_families, tuple(FAMILIES.values()))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from typing import Any
 
 from picollm.core import resources
 from picollm.core.pool import Slot, WorkerPool
-from picollm.sweep.jobs import Job, failed_result, families_initializer, run_job
+from picollm.models import families_initializer
+from picollm.sweep.jobs import Job, failed_result, run_job
 
 
 def run_job_in_slot(fn: Callable[..., dict], payload: tuple, slot: Slot) -> dict[str, Any]:
