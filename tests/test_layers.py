@@ -166,3 +166,51 @@ def test_the_checker_sees_imports_inside_functions_and_skips_type_checking():
     assert sorted(n.module for n in nodes) == ["picollm.study", "typing"]
     assert layer_of("picollm.models.xlstm") == "models" and layer_of("picollm.config") == "config"
     assert layer_of("picollm") == TOP and layer_of("picollm.__main__") == TOP
+
+
+# --------------------------------------------------------------------------------------------------
+# imports inside functions
+# --------------------------------------------------------------------------------------------------
+def _catches_import_error(node: ast.Try) -> bool:
+    names = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
+    return any("ImportError" in n or "ModuleNotFoundError" in n for n in names)
+
+
+def _says_why(lines: list[str], node: ast.stmt) -> bool:
+    """A comment on the import, or above the run of imports it belongs to (blank lines between groups allowed)."""
+    if any("#" in line for line in lines[node.lineno - 1:node.end_lineno]):
+        return True
+    i = node.lineno - 2
+    while i >= 0 and (lines[i].strip().startswith(("import ", "from ", ")")) or lines[i].strip().endswith(",")
+                      or (not lines[i].strip() and i > 0 and lines[i - 1].strip().startswith(("import ", "from ")))):
+        i -= 1
+    return i >= 0 and lines[i].strip().startswith("#")
+
+
+def unexplained_function_imports(source: str) -> list[tuple[int, str]]:
+    """(line, text) of the imports inside functions that neither say why in a comment nor sit in a `try` that
+    catches ImportError (an optional extra). The reasons left for such an import are keeping a heavy library
+    (torch, matplotlib, pandas) off a path that does not need it, and an optional extra; a cycle is never one."""
+    lines, tree = source.splitlines(), ast.parse(source)
+    found = []
+    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        guarded = {id(x) for t in ast.walk(fn) if isinstance(t, ast.Try) and _catches_import_error(t)
+                   for stmt in t.body for x in ast.walk(stmt)}
+        for node in ast.walk(fn):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in guarded and not _says_why(lines, node):
+                found.append((node.lineno, lines[node.lineno - 1].strip()))
+    return found
+
+
+def test_every_import_inside_a_function_says_why():
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}: {text}" for path in MODULES.values()
+             for line, text in unexplained_function_imports(path.read_text())]
+    assert not found, ("imports inside functions without a comment saying why (move them to the top, or say "
+                       "which heavy or optional module they keep off which path):\n" + "\n".join(found))
+
+
+def test_the_import_check_fires_on_an_unexplained_import_only():
+    source = ("def bare():\n    import json\n\n    return json\n\n\n"
+              "def commented():\n    # the reason\n    import json\n\n    from os import path\n    return json, path\n\n\n"
+              "def optional():\n    try:\n        import yaml\n    except ImportError:\n        return None\n    return yaml\n")
+    assert unexplained_function_imports(source) == [(2, "import json")]

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from picollm.analyze.generate import (
     DecodeConfig,
@@ -37,11 +38,17 @@ from picollm.analyze.generate import (
     encode_prompt,
     generate,
 )
-from picollm.core.atomic import atomic_write_json, atomic_write_text
+from picollm.core import resources
+from picollm.core.atomic import atomic_write, atomic_write_json, atomic_write_text
+from picollm.core.devices import resolve_device
 from picollm.core.errors import CheckpointError, PicoError
 from picollm.core.log import get_logger
 from picollm.core.pool import Slot, WorkerPool
+from picollm.core.resources import cpu_cores, threads_per_process
+from picollm.data.batching import prepare_data
+from picollm.data.corpora import corpus_identity, load_splits
 from picollm.models import families_initializer
+from picollm.runs.checkpoint import load_run
 from picollm.runs.layout import read_json, read_metrics, read_status, read_train_log
 from picollm.runs.table import (
     BUCKETS,
@@ -52,6 +59,7 @@ from picollm.runs.table import (
     read_table,
     upsert_rows,
 )
+from picollm.train.evaluate import perplexity, token_losses
 
 log = get_logger()
 
@@ -128,7 +136,6 @@ def frequency_buckets(train_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 def test_metrics(model, train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: int, batch_size: int,
                  block_size: int, device: torch.device) -> dict[str, float]:
     """Loss, perplexity and accuracy on the whole test split, and perplexity per training-frequency bucket."""
-    from picollm.train.evaluate import perplexity, token_losses
 
     targets, losses, correct = token_losses(model, test_ids, batch_size, block_size, device)
     losses = losses.double()
@@ -149,8 +156,6 @@ _SPLITS: dict[tuple, dict[str, torch.Tensor]] = {}
 
 def _encoded_splits(corpus: str, tokenizer) -> dict[str, torch.Tensor]:
     """The corpus's splits encoded with the run's tokenizer; memoised, since a worker sees many runs of one corpus."""
-    from picollm.data.batching import prepare_data
-    from picollm.data.corpora import corpus_identity
 
     key = (corpus_identity(corpus), hashlib.sha256(json.dumps(tokenizer.to_dict()).encode()).hexdigest())
     if key not in _SPLITS:
@@ -174,8 +179,6 @@ def plot_metrics(metrics: pd.DataFrame, path: Path, title: str, train_log: pd.Da
     With the run's train_log.csv, the training loss and the learning rate are drawn every log_interval steps
     (the warmup and the decay as they were), not only at the evaluations."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend, safe in workers
-
-    from picollm.core.atomic import atomic_write
 
     trained = metrics[metrics["step"] > 0]
     if train_log is not None:
@@ -251,8 +254,6 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     The summary holds the full config, the status, the final and best metrics, the test evaluation and
     `row`, the run's runs.csv row. A missing or corrupt file raises a one-line CheckpointError.
     """
-    from picollm.core.devices import resolve_device
-    from picollm.runs.checkpoint import load_run
 
     start = time.perf_counter()
     DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
@@ -268,8 +269,6 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     test = test_metrics(model, splits["train"], splits["test"], tokenizer.vocab_size, cfg.batch_size,
                         cfg.block_size, dev)
     if prompts is None:
-        from picollm.data.corpora import load_splits
-
         prompts = prompts_for(cfg.corpus, "" if cfg.corpus in PROMPTS else load_splits(cfg.corpus)["test"])
 
     out_dir = Path(out_root) / run_dir.name
@@ -347,7 +346,6 @@ def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str
                       max_new_tokens: int, job) -> Iterator[tuple[Path, tuple[str, str]]]:
     """(run, result) as each analysis ends: in this process for one worker (no start-up cost, and tests can
     patch it), else on worker processes, where a dead worker fails its run only."""
-    from picollm.core.resources import threads_per_process
 
     if n_jobs == 1:
         for run_dir in todo:
@@ -365,7 +363,6 @@ def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str
 
 def available_cores() -> int:
     """The cores this process may use (picollm.core.resources.cpu_cores, the one definition)."""
-    from picollm.core.resources import cpu_cores
 
     return cpu_cores()
 
@@ -382,9 +379,6 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     jobs running then, picollm/resources.py), so jobs started side by side do not oversubscribe the CPU.
     df.attrs["tally"] = {"analyzed": [...], "up_to_date": [...], "skipped": {run: reason}, "failed": {run: error}}.
     """
-    from tqdm.auto import tqdm
-
-    from picollm.core import resources
 
     DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
     checkpoints_dir, out_root = Path(checkpoints_dir), Path(out_root)

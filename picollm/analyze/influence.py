@@ -115,13 +115,11 @@ def fisher_table(space: ParamSpace, fisher_diag: Tensor) -> pd.DataFrame:
 
 def plot_fisher(table: pd.DataFrame, path: Path, title: str = "") -> None:
     """Two panels per layer: share of the Fisher trace, and the mean Fisher diagonal (log scale)."""
-    import matplotlib  # only where a plot is drawn: the rest of the analysis runs without it
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # only where a plot is drawn; no pyplot: no global backend switch
 
     layers = table[table["level"] == "layer"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(layers) + 1.6), sharey=True)
+    fig = Figure(figsize=(10, 0.35 * len(layers) + 1.6))
+    axes = fig.subplots(1, 2, sharey=True)
     y = range(len(layers))
     axes[0].barh(y, layers["share_of_trace"], color="tab:blue")
     axes[0].set_xlabel("share of Fisher trace")
@@ -133,7 +131,6 @@ def plot_fisher(table: pd.DataFrame, path: Path, title: str = "") -> None:
     fig.suptitle(title or "empirical Fisher diagonal per layer")
     fig.tight_layout()
     atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------------

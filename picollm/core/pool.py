@@ -72,6 +72,7 @@ def _worker_main(slot: int, device: str | None, log_path: str | None, conn, life
     """A worker: receive (task id, threads, payload), send back (task id, fn(payload, slot)), until told to stop."""
     _exit_with_parent(lifeline)
     sys.path[:] = sys_path
+    # imported after the path is set, so a worker imports as its parent does
     import torch
     from tqdm.auto import tqdm
 

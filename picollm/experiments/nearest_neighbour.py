@@ -128,7 +128,9 @@ def train_and_score(family: str, refs: int, dim: int, classes: int, embed: int, 
 
 
 def plot_accuracy(df: pd.DataFrame, path: Path, chance: float, title: str) -> None:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import (
+        Figure,  # matplotlib only where a figure is drawn; no pyplot, no backend switch
+    )
 
     fig = Figure(figsize=(6.5, 4))
     ax = fig.add_subplot()

@@ -20,11 +20,17 @@ from typing import Any
 import pandas as pd
 import torch
 
+from picollm.analyze.analysis import test_metrics
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
+from picollm.data.batching import prepare_data
 from picollm.experiments.settings import LMStudy
+from picollm.models import build_model
+from picollm.runs.checkpoint import load_run
+from picollm.runs.layout import run_summary
 from picollm.study.summarize import markdown_table
+from picollm.train.loop import train_run
 
 log = get_logger()
 
@@ -35,7 +41,6 @@ BUCKET_COLUMNS = ["test_ppl", "test_ppl_rare", "test_ppl_medium", "test_ppl_freq
 
 def count_params(cfg: RunConfig, vocab_size: int) -> tuple[int, int]:
     """(all parameters, parameters outside the token embedding) of the model cfg describes."""
-    from picollm.models import build_model
 
     torch.manual_seed(0)
     model = build_model(cfg, vocab_size)
@@ -75,7 +80,9 @@ def match_sizes(base: RunConfig, vocab_size: int, families: tuple[str, ...] = FA
 
 def plot_buckets(df: pd.DataFrame, path: Path, title: str) -> None:
     """Grouped bars: test perplexity (log scale) overall and per frequency bucket, one bar per family."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import (
+        Figure,  # matplotlib only where a figure is drawn; no pyplot, no backend switch
+    )
 
     groups = ["overall", "rare", "medium", "frequent"]
     fig = Figure(figsize=(8, 4.5))
@@ -104,11 +111,6 @@ def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", families: tu
     st = LMStudy(**settings)
     corpus, max_steps, embed, layers = st.corpus, st.max_steps, st.embed, st.layers
     batch_size, block_size, batching = st.batch_size, st.block_size, st.batching
-    from picollm.analyze.analysis import test_metrics
-    from picollm.data.batching import prepare_data
-    from picollm.runs.checkpoint import load_run
-    from picollm.runs.layout import run_summary
-    from picollm.train.loop import train_run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

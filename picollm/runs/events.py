@@ -109,6 +109,7 @@ def write_run_events(run_dir: Path | str, *, analysis_root: Path | str | None = 
 def replace_event_file(run_dir: Path, source: str, events: Iterable[Event]) -> Path:
     """Make `events` the whole content of the run's event file of this source, under a new name that sorts
     after the old file's, which is then removed (see the module docstring); return the file's path."""
+    # the tensorboard extra: callers write event files only once available() says it imports
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     buffer = io.BytesIO()
@@ -156,12 +157,14 @@ def _start_time(run_dir: Path, status: dict) -> float:
 
 
 def _event(step: int, wall_time: float, summary: Any) -> Event:
+    # the tensorboard extra: callers write event files only once available() says it imports
     from tensorboard.compat.proto.event_pb2 import Event
 
     return Event(step=step, wall_time=wall_time, summary=summary)
 
 
 def _file_version_event(start: float) -> Event:
+    # the tensorboard extra: callers write event files only once available() says it imports
     from tensorboard.compat.proto.event_pb2 import Event
 
     return Event(wall_time=start, file_version="brain.Event:2")
@@ -169,6 +172,7 @@ def _file_version_event(start: float) -> Event:
 
 def _scalars(values: dict[str, float]) -> Any:
     """One Summary holding a scalar per tag; NaN values (not measured: step 0's train loss) are left out."""
+    # the tensorboard extra: callers write event files only once available() says it imports
     from tensorboard.compat.proto.summary_pb2 import Summary
     from torch.utils.tensorboard.summary import scalar
 
@@ -222,6 +226,7 @@ def hparam_values(config: dict) -> dict[str, Any]:
 
 def _hparams_events(config: dict, status: dict, start: float) -> list[Event]:
     """The session-start summary (settings), and the session-end one once the run has ended well."""
+    # the tensorboard extra: callers write event files only once available() says it imports
     from torch.utils.tensorboard.summary import hparams
 
     _experiment, session_start, session_end = hparams(hparam_values(config), {})

@@ -9,6 +9,7 @@ new version of each file, never half of one.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ METRIC_COLUMNS = [
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    import pandas as pd
+    import pandas as pd  # pandas only for the metric files: a dry run reads statuses and configs without it
 
     atomic_write_text(Path(run_dir) / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(index=False))
 
@@ -93,7 +94,7 @@ TRAIN_LOG_COLUMNS = ["step", "train_loss", "learning_rate", "tokens_seen", "elap
 
 
 def write_train_log(run_dir: Path, rows: list[dict]) -> None:
-    import pandas as pd
+    import pandas as pd  # pandas only for the metric files: a dry run reads statuses and configs without it
 
     atomic_write_text(Path(run_dir) / "train_log.csv", pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS).to_csv(index=False))
 
@@ -101,7 +102,7 @@ def write_train_log(run_dir: Path, rows: list[dict]) -> None:
 def read_train_log(run_dir: Path | str):
     """train_log.csv as a DataFrame, or None for a run trained before it existed (or a broken file: the log is
     a finer view of the curves, never needed for a result)."""
-    import pandas as pd
+    import pandas as pd  # pandas only for the metric files: a dry run reads statuses and configs without it
 
     path = Path(run_dir) / "train_log.csv"
     try:
@@ -118,9 +119,7 @@ def read_metrics(run_dir: Path | str):
     warning, so its half-filled values are never taken for the final metrics; any other malformed row, or a
     missing file, is a one-line CheckpointError.
     """
-    import io
-
-    import pandas as pd
+    import pandas as pd  # pandas only for the metric files: a dry run reads statuses and configs without it
 
     path = Path(run_dir) / "metrics.csv"
     try:

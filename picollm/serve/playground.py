@@ -34,6 +34,7 @@ from picollm.analyze.generate import (
 )
 from picollm.core.errors import ConfigError, PicoError
 from picollm.core.log import get_logger
+from picollm.runs.checkpoint import load_run
 from picollm.runs.layout import list_runs, run_summary
 
 log = get_logger()
@@ -201,8 +202,6 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, run_dir: Path, checkpoint: str) -> LoadedRun:
-        from picollm.runs.checkpoint import load_run
-
         try:
             key = (str(run_dir), checkpoint, (run_dir / f"{checkpoint}.pt").stat().st_mtime_ns)
         except FileNotFoundError:

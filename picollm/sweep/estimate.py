@@ -20,6 +20,7 @@ EVAL_COST_PER_TOKEN = 1 / 3
 
 def seconds_per_step(cfg: RunConfig, steps: int, threads: int) -> float:
     """Measured seconds per training step of cfg: `steps` steps in a scratch folder (its data cached)."""
+    # the trainer imports torch, which only --estimate needs (a plain dry run stays without it)
     from picollm.runs.layout import read_metrics
     from picollm.train.loop import train_run
 

@@ -19,7 +19,8 @@ def total_steps_of(cfg: RunConfig) -> int:
     """The run's full step budget (epochs are converted with the corpus's training split)."""
     if cfg.epochs <= 0:
         return cfg.max_steps
-    from picollm.data.batching import prepare_data  # torch: only configs counted in epochs need it
+    # torch: only configs counted in epochs need it (their budget depends on the tokenized corpus)
+    from picollm.data.batching import prepare_data
     from picollm.train.loop import total_steps
 
     r = cfg.resolved()

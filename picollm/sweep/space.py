@@ -307,6 +307,7 @@ def load_space(preset: str | None = None, path: str | Path | None = None) -> Spa
 def count_params(cfg: RunConfig, vocab_size: int | None = None) -> int:
     """Trainable parameters of cfg's model, built but not trained (the vocabulary is read off the corpus's
     tokenizer unless given)."""
+    # torch: only where a model is built, never to read or sample a space
     from picollm.data.batching import prepare_data
     from picollm.models import build_model
 

@@ -87,7 +87,7 @@ def journal_path(out_dir: Path, space_name: str) -> Path:
 
 def storage(path: Path):
     optuna = import_optuna()
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend  # the optuna extra, which import_optuna() checked
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
