@@ -25,7 +25,7 @@ from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
 from picollm.core.settings import setting, validate_settings
-from picollm.study.summarize import markdown_table
+from picollm.study.common import markdown_table
 
 log = get_logger()
 
