@@ -28,7 +28,7 @@ from picollm.analyze.generate import DecodeConfig, Generation, continuation_text
 from picollm.analyze.generate import main as generate_main
 from picollm.config import RunConfig
 from picollm.data.tokenizers import BPETokenizer
-from picollm.study.report import playground_href
+from picollm.study.pages import playground_href
 from picollm.train.loop import train_run
 
 NO_EXTRA = "the playground extra is not installed: pip install -e '.[playground]'"
