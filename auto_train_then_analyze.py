@@ -23,8 +23,7 @@ from picollm.analyze.generate import DecodeConfig
 from picollm.core.commands import ArgumentParser, run_cli
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger, setup_logging
-from picollm.study.common import families
-from picollm.study.summarize import add_summary_args, check_summary_inputs, summarize
+from picollm.study.summarize import add_summary_args, check_summary_inputs, families, summarize
 from picollm.sweep.batch import add_batch_args, batch_kwargs, train_batch
 
 log = get_logger()

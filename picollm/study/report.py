@@ -63,7 +63,7 @@ ASSET_DIR = "report_assets"
 PAGE_CACHE = "pages.json"  # in ASSET_DIR: per run, the signature of its page's inputs and its curve
 ASSETS = ("report.css", "report.js", "index.js")
 CURVES_FILE = "curves.js"
-#: a URL with {run} where the run's name goes (e.g. the later `python -m picollm.serve.playground`'s address); when
+#: a URL with {run} where the run's name goes (e.g. the later `picollm playground`'s address); when
 #: set, each run links to it ("open in playground"); unset, nothing of it appears in the report
 PLAYGROUND_ENV = "PICOLLM_PLAYGROUND_URL"
 
