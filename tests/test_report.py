@@ -3,6 +3,8 @@ Chromium it loads cleanly, filters, sorts, pages, overlays ticked runs' curves, 
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from markupsafe import escape
 
 import picollm.study.report as report_module
 from picollm.runs.layout import write_metrics
-from picollm.study.plots import GROUPS, group_of
+from picollm.study.plots import GROUPS, Plot, group_of, register_plot, unregister_plot
 from picollm.study.report import CURVES_FILE, PLAYGROUND_ENV, write_report
 from picollm.study.summarize import summarize
 
@@ -160,6 +162,40 @@ def test_run_page_holds_curves_buckets_and_config(report):
     curves = curves_js(root)
     assert set(curves) == set(df["run"])
     assert curves[df["run"][3]] == [[20 * i, v] for i, v in enumerate(val_losses(3))]
+
+
+@pytest.fixture
+def toy_plot():
+    """A plot registered from outside the package, as a user's would be; unregistered after."""
+    def draw(loss, paths):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.hist(loss)
+        fig.savefig(paths[0])
+        return paths
+
+    plot = register_plot(Plot("toy_hist", "Toy histograms", "toy_", data=lambda inputs, key: inputs.runs["val_loss"],
+                              draw=draw, files=lambda key: ["toy_hist.png"]))
+    yield plot
+    unregister_plot(plot.name)
+    GROUPS.remove(plot.group)
+
+
+def test_a_registered_plot_is_drawn_and_shown_under_its_group(toy_plot, tmp_path):
+    synthetic_cache(2).to_csv(tmp_path / "runs.csv", index=False)
+    result = summarize(tmp_path)
+    assert tmp_path / "plots" / "toy_hist.png" in result["written"] and "toy_hist" not in result["skipped"]
+    text = result["report"].read_text()
+    heading = text.rindex("<h3>", 0, text.index('src="plots/toy_hist.png"'))
+    assert text.startswith("<h3>Toy histograms</h3>", heading)
+
+
+def test_importing_the_study_leaves_matplotlib_s_backend_alone():
+    code = ("import matplotlib, picollm.study.summarize, picollm.study.report, picollm.study.plots; "
+            "print(matplotlib.get_backend(auto_select=False))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "None", proc.stderr  # none chosen: an interactive session keeps its own
 
 
 def test_report_without_plots_or_runs_dirs(tmp_path):
