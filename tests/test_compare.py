@@ -1,4 +1,4 @@
-"""compare.py: importance recovers a known answer, overlays and parallel coordinates read the right data,
+"""The sweep comparisons (picollm.study.plots curves, importance, parallel): importance recovers a known answer, overlays and parallel coordinates read the right data,
 thin data is skipped with reasons, and a bad --color_by is one error line before anything is written."""
 
 import subprocess
@@ -13,23 +13,21 @@ from matplotlib.colors import LogNorm
 
 from picollm.core.errors import PicoError
 from picollm.runs.layout import write_metrics
-from picollm.study.compare import (
-    LINE_CMAP,
-    check_color_by,
-    color_scale,
+from picollm.study.common import Skip
+from picollm.study.plots import PLOTS, PlotInput
+from picollm.study.plots.curves import (
     corpus_slug,
     curve_color,
     curves_figure,
-    default_color_by,
-    importance_table,
     load_curves,
-    parallel_table,
     plot_curves,
-    plot_importance,
     resolve_run_dir,
-    varying_settings,
 )
-from picollm.study.summarize import Skip, summarize
+from picollm.study.plots.importance import importance_table, plot_importance
+from picollm.study.plots.parallel import parallel_table
+from picollm.study.plots.scales import LINE_CMAP, color_scale
+from picollm.study.summarize import summarize
+from picollm.study.varying import check_color_by, default_color_by, varying_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,9 +238,11 @@ def test_summarize_draws_the_comparisons_even_when_color_by_is_not_a_family_sett
     df.to_csv(analysis / "runs.csv", index=False)
     result = summarize(analysis, report=False, color_by="layers")  # a column, but no kgram_mlp setting
     names = {p.name for p in result["written"]}
-    assert {"curves_kgram_mlp_tinyshakespeare.png", "importance_kgram_mlp.png", "importance_kgram_mlp.csv",
-            "parallel_kgram_mlp.png"} <= names
-    assert not any(k.startswith(("curves", "importance", "parallel")) for k in result["skipped"])
+    comparisons = [plot for plot in PLOTS.values() if plot.per_family]  # curves, importance, parallel
+    expected = {name for plot in comparisons for _, key in plot.instances(PlotInput(df, analysis), "kgram_mlp")
+                for name in plot.files(key)}
+    assert len(expected) >= 4 and expected <= names
+    assert not any(k.startswith(tuple(plot.name for plot in comparisons)) for k in result["skipped"])
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:

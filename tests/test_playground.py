@@ -29,7 +29,7 @@ from picollm.cli.generate import main as generate_main
 from picollm.cli.playground import EXTRA_HINT
 from picollm.config import RunConfig
 from picollm.data.tokenizers import BPETokenizer
-from picollm.study.report import playground_href
+from picollm.study.pages import playground_href
 from picollm.train.loop import train_run
 
 NO_EXTRA = "the playground extra is not installed: pip install -e '.[playground]'"

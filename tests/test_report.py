@@ -3,6 +3,8 @@ Chromium it loads cleanly, filters, sorts, pages, overlays ticked runs' curves, 
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from markupsafe import escape
 
 import picollm.study.report as report_module
 from picollm.runs.layout import write_metrics
+from picollm.study.plots import GROUPS, Plot, group_of, register_plot, unregister_plot
 from picollm.study.report import CURVES_FILE, PLAYGROUND_ENV, write_report
 from picollm.study.summarize import summarize
 
@@ -138,13 +141,13 @@ def test_html_contains_every_run_escaped(report):
 
 def test_index_groups_every_plot(report):
     text = report.read_text()
-    order = [text.index(f"<h3>{title}</h3>") for title in ("Learning curves", "Pareto fronts", "Hyperparameter importance",
-                                                           "Distributions", "Other plots")]
-    assert order == sorted(order)
-    for name, title in [("curves_lstm_tinyshakespeare.png", "Learning curves"), ("importance_lstm.png", "Hyperparameter importance"),
-                        ("zz_custom_view.png", "Other plots"), ("box_val_loss_by_family.png", "Distributions")]:
+    shown = [title for title in [*GROUPS, "Other plots"] if f"<h3>{title}</h3>" in text]
+    assert len(shown) >= 5 and shown[-1] == "Other plots"
+    assert [text.index(f"<h3>{title}</h3>") for title in shown] == sorted(text.index(f"<h3>{t}</h3>") for t in shown)
+    assert group_of("zz_custom_view.png") is None  # no registered plot writes it
+    for name in ["curves_lstm_tinyshakespeare.png", "importance_lstm.png", "zz_custom_view.png", "box_val_loss_by_family.png"]:
         heading = text.rindex("<h3>", 0, text.index(f'src="plots/{name}"'))
-        assert text.startswith(f"<h3>{title}</h3>", heading), name
+        assert text.startswith(f"<h3>{group_of(name) or 'Other plots'}</h3>", heading), name
 
 
 def test_run_page_holds_curves_buckets_and_config(report):
@@ -159,6 +162,40 @@ def test_run_page_holds_curves_buckets_and_config(report):
     curves = curves_js(root)
     assert set(curves) == set(df["run"])
     assert curves[df["run"][3]] == [[20 * i, v] for i, v in enumerate(val_losses(3))]
+
+
+@pytest.fixture
+def toy_plot():
+    """A plot registered from outside the package, as a user's would be; unregistered after."""
+    def draw(loss, paths):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.hist(loss)
+        fig.savefig(paths[0])
+        return paths
+
+    plot = register_plot(Plot("toy_hist", "Toy histograms", "toy_", data=lambda inputs, key: inputs.runs["val_loss"],
+                              draw=draw, files=lambda key: ["toy_hist.png"]))
+    yield plot
+    unregister_plot(plot.name)
+    GROUPS.remove(plot.group)
+
+
+def test_a_registered_plot_is_drawn_and_shown_under_its_group(toy_plot, tmp_path):
+    synthetic_cache(2).to_csv(tmp_path / "runs.csv", index=False)
+    result = summarize(tmp_path)
+    assert tmp_path / "plots" / "toy_hist.png" in result["written"] and "toy_hist" not in result["skipped"]
+    text = result["report"].read_text()
+    heading = text.rindex("<h3>", 0, text.index('src="plots/toy_hist.png"'))
+    assert text.startswith("<h3>Toy histograms</h3>", heading)
+
+
+def test_importing_the_study_leaves_matplotlib_s_backend_alone():
+    code = ("import matplotlib, picollm.study.summarize, picollm.study.report, picollm.study.plots; "
+            "print(matplotlib.get_backend(auto_select=False))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "None", proc.stderr  # none chosen: an interactive session keeps its own
 
 
 def test_report_without_plots_or_runs_dirs(tmp_path):

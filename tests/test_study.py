@@ -1,4 +1,4 @@
-"""study.py: Pareto frontier vs brute force, OLS vs a direct statsmodels fit, robustness to thin data."""
+"""picollm.study: Pareto frontier vs brute force, OLS vs a direct statsmodels fit, robustness to thin data."""
 
 import hashlib
 import itertools
@@ -13,25 +13,26 @@ import pytest
 import statsmodels.formula.api as smf
 
 from picollm.core.errors import PicoError
+from picollm.models import FAMILIES as REGISTRY
+from picollm.models import default_families
 from picollm.runs.layout import write_metrics
-from picollm.study.summarize import (
+from picollm.study.common import Skip
+from picollm.study.plots import PLOTS, PlotInput, plot_instances
+from picollm.study.plots.heatmap import heatmap_table
+from picollm.study.plots.top import top_runs
+from picollm.study.stats import (
     DEFAULT_FORMULA,
-    FAMILY_AXES,
-    Skip,
     check_formula,
     fit_ols,
-    heatmap_table,
-    load_summary,
     pareto_mask,
     regressions,
     split_formula,
-    summarize,
-    top_runs,
 )
+from picollm.study.summarize import load_summary, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FAMILIES = ["kgram_mlp", "lstm", "xlstm", "transformer"]
+FAMILIES = default_families()
 #: hyperparameters each family has; every other model field is NaN in runs.csv
 OWN = {"kgram_mlp": {"embed", "hidden", "k", "activation", "inner_layers"}, "lstm": {"embed", "hidden", "layers"},
        "xlstm": {"embed", "hidden", "layers", "heads"}, "transformer": {"embed", "layers", "heads"}}
@@ -178,7 +179,8 @@ def test_formula_parsing_and_errors(tmp_path):
 # --------------------------------------------------------------------------------------------------
 def test_heatmaps_only_use_a_family_s_own_axes():
     df = cache_frame(10)
-    for fam, (row, col) in FAMILY_AXES.items():
+    for fam in FAMILIES:
+        row, col = REGISTRY[fam].heatmap_axes
         assert {row, col} <= OWN[fam]
         table = heatmap_table(df, fam)
         assert (table.index.name, table.columns.name) == (row, col)
@@ -207,17 +209,15 @@ def test_summarize_writes_every_plot(tmp_path):
     assert result["skipped"] == {}
     plots = tmp_path / "plots"
     names = {p.name for p in result["written"]}
-    comparisons = [f"{kind}_{fam}{end}" for fam in FAMILIES for kind, end in
-                   [("curves", "_tinyshakespeare.png"), ("importance", ".png"), ("importance", ".csv"),
-                    ("parallel", ".png")]]
-    for expected in comparisons + ["pareto_val_loss_vs_token_accuracy.png", "pareto_val_loss_vs_token_accuracy.csv",
-                     "pareto_val_loss_vs_params.png", "pareto_val_loss_vs_train_seconds.png",
-                     "joint_kde_token_accuracy_vs_val_loss.png", "regression_summary.txt",
-                     "regression_diagnostics.png", "regression_coefficients.png", "box_val_loss_by_activation.png",
-                     "box_val_loss_by_family.png", "heatmap_kgram_mlp_embed_x_k.png", "heatmap_lstm_embed_x_hidden.png",
-                     "heatmap_xlstm_embed_x_hidden.png", "heatmap_transformer_embed_x_layers.png",
-                     "correlation_matrix.png", "top10.csv", "top10.md"]:
-        assert expected in names and (plots / expected).stat().st_size > 0, expected
+    # every registered plot, each instance (per corpus, family, ...) with every file it declares
+    instances = list(plot_instances(PlotInput(load_summary(tmp_path), tmp_path, fits=result["fits"])))
+    assert {plot.name for plot, _, _ in instances} == set(PLOTS)
+    expected = [name for plot, _, key in instances for name in plot.files(key)]
+    assert len(expected) == len(set(expected)) == len(names)
+    for plot, _, key in instances:
+        for expected in plot.files(key):
+            assert expected.startswith(plot.prefix), expected  # how the report files it under the plot's group
+            assert expected in names and (plots / expected).stat().st_size > 0, expected
     assert (plots / "skipped.txt").read_text() == ""
     front = pd.read_csv(plots / "pareto_val_loss_vs_params.csv")
     df = cache_frame(6)

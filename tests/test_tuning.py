@@ -16,7 +16,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from picollm.runs.layout import list_runs, read_metrics, read_status  # noqa: E402
-from picollm.study.summarize import pareto_mask  # noqa: E402
+from picollm.study.stats import pareto_mask  # noqa: E402
 from picollm.sweep.batch import train_batch  # noqa: E402
 from picollm.sweep.space import Space  # noqa: E402
 from picollm.sweep.tuning import journal_path, storage, suggest_point  # noqa: E402

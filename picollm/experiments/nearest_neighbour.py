@@ -31,7 +31,7 @@ from picollm.core.log import get_logger
 from picollm.experiments.settings import NNStudy
 from picollm.experiments.xlstm_vs_baselines import LABELS
 from picollm.models import build_model
-from picollm.study.summarize import markdown_table
+from picollm.study.common import markdown_table
 
 log = get_logger()
 

@@ -29,7 +29,7 @@ from picollm.experiments.settings import LMStudy
 from picollm.models import build_model
 from picollm.runs.checkpoint import load_run
 from picollm.runs.layout import run_summary
-from picollm.study.summarize import markdown_table
+from picollm.study.common import markdown_table
 from picollm.train.loop import train_run
 
 log = get_logger()
