@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from picollm.sweep.batch import format_table, train_batch
+from picollm.core.text import format_table  # noqa: E402
+from picollm.sweep.batch import train_batch
 
 
 def write_space(path: Path, args: argparse.Namespace) -> None:

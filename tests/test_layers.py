@@ -177,12 +177,15 @@ def _catches_import_error(node: ast.Try) -> bool:
 
 
 def _says_why(lines: list[str], node: ast.stmt) -> bool:
-    """A comment on the import, or above the run of imports it belongs to (blank lines between groups allowed)."""
+    """A comment on the import, on an import before it in the same run of imports (blank lines between groups
+    allowed), or on the line above that run."""
     if any("#" in line for line in lines[node.lineno - 1:node.end_lineno]):
         return True
     i = node.lineno - 2
     while i >= 0 and (lines[i].strip().startswith(("import ", "from ", ")")) or lines[i].strip().endswith(",")
                       or (not lines[i].strip() and i > 0 and lines[i - 1].strip().startswith(("import ", "from ")))):
+        if "#" in lines[i]:
+            return True
         i -= 1
     return i >= 0 and lines[i].strip().startswith("#")
 

@@ -71,7 +71,7 @@ from picollm.runs.checkpoint import load_run
 
 #: the module's names, with the machinery it is built on (picollm.analyze.curvature) that it always exported
 __all__ = ["METHODS", "InfluenceSettings", "add_influence_args", "analyze_influence", "fisher_table",
-           "influence_kwargs", "layer_of", "plot_fisher", "ranked_rows", "sample_windows", "solve_ihvp", "write_top",
+           "influence_kwargs", "layer_of", "plot_fisher", "ranked_rows", "sample_windows", "solve_ihvp", "write_influence_top",
            "TWICE_DIFFERENTIABLE", "HessianOperator", "MatVec", "ParamSpace", "autodiff_context", "batch_loss",
            "conjugate_gradient", "fisher_matvec", "influence_scores", "lanczos", "lissa", "per_example_grads",
            "power_iteration", "select_params", "sequence_losses"]
@@ -211,7 +211,7 @@ INFLUENCE_COLUMNS = ["test_index", "test_text", "rank", "kind", "train_index", "
                      "train_loss"]
 
 
-def write_top(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+def write_influence_top(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(out_dir / "influence_top.csv", pd.DataFrame(rows, columns=INFLUENCE_COLUMNS).to_csv(index=False))
 
 
@@ -268,7 +268,7 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     laps("influence")
 
     window_text = lambda split, i: tokenizer.decode(splits[split][starts[split][i]: starts[split][i] + T + 1])
-    write_top(out_dir, ranked_rows(scores, st.top_k, window_text, starts["train"], starts["test"], loss_train,
+    write_influence_top(out_dir, ranked_rows(scores, st.top_k, window_text, starts["train"], starts["test"], loss_train,
                                    loss_test))
     laps("write")
 

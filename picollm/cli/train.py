@@ -13,6 +13,7 @@ import argparse
 from picollm.config import add_config_args, config_from_args
 from picollm.core.commands import ArgumentParser
 from picollm.core.log import setup_logging
+from picollm.core.text import format_table
 from picollm.models import FAMILIES, default_families
 from picollm.runs.layout import run_summary
 
@@ -25,19 +26,14 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     return parser.parse_args(argv)
 
 
-def format_table(rows: list[dict]) -> str:
+def summary_table(rows: list[dict]) -> str:
     """Aligned plain-text table of run summaries."""
     columns = [("model", "family", "{}"), ("params", "params", "{:,}"), ("val_loss", "val loss", "{:.4f}"),
                ("val_ppl", "val ppl", "{:.2f}"), ("val_acc", "val acc", "{:.3f}"),
                ("tokens_per_sec", "tokens/s", "{:,.0f}"), ("train_seconds", "wall s", "{:.1f}"),
                ("status", "status", "{}"), ("run", "run", "{}")]
-    cells = [[title for _, title, _ in columns]]
-    for row in rows:
-        cells.append([fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    cells = [[fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns] for row in rows]
+    return format_table([title for _, title, _ in columns], cells)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -53,6 +49,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         run_dir = train_run(base.replace(model=name))
         rows.append(run_summary(run_dir))
     print()
-    print(format_table(rows))
+    print(summary_table(rows))
     print(f"\nruns in {base.out_dir}/, log in {log_path}")
     return 0 if all(r["status"] == "done" for r in rows) else 1

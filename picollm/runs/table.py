@@ -31,6 +31,7 @@ from filelock import FileLock
 from picollm.config import RunConfig
 from picollm.core.atomic import atomic_write_text
 from picollm.core.errors import CheckpointError
+from picollm.models import FAMILIES
 
 TABLE_NAME = "runs.csv"
 #: the export's name until 2026-11-28: an analysis folder holding only this is imported from it
@@ -116,8 +117,6 @@ def _bad_cells(header: list[str], body: list[list[str]], lines: list[int], requi
         if name in TABLE_COLUMNS and name not in TEXT_COLUMNS:
             bad, what = ~empty & pd.to_numeric(cells, errors="coerce").isna(), "is not a number"
         elif name == "model":
-            from picollm.models import FAMILIES  # imported here: the model registry brings torch
-
             bad, what = ~empty & ~cells.isin(list(FAMILIES)), f"is not a model family ({', '.join(FAMILIES)})"
         else:
             bad, what = pd.Series(False, index=cells.index), ""

@@ -41,7 +41,6 @@ from picollm.sweep.backends.local import LocalPool
 from picollm.sweep.backends.ray import RayPool, import_ray
 from picollm.sweep.dry_run import print_plan
 from picollm.sweep.jobs import BatchReport, Job, Outcome, mark_dead_run
-from picollm.sweep.jobs import format_table as format_table  # bench/gpu_packing.py imports it from here
 from picollm.sweep.manifest import Manifest, batch_lock, manifest_path
 from picollm.sweep.planning import Placement, Resources, cap_steps, plan_resources
 from picollm.sweep.samplers import SAMPLERS, Sampler, SamplerOptions

@@ -8,9 +8,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from picollm.config import RunConfig
+from picollm.core.text import format_table
 from picollm.runs.layout import FINISHED, read_status
 from picollm.sweep.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
-from picollm.sweep.jobs import Outcome, format_cell, format_table
+from picollm.sweep.jobs import Outcome, format_cell
 from picollm.sweep.planning import total_steps_of
 
 

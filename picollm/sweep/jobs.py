@@ -21,6 +21,7 @@ from typing import Any
 from picollm.config import RunConfig
 from picollm.core.errors import PicoError
 from picollm.core.log import capture_records, get_logger
+from picollm.core.text import format_table
 from picollm.models import Family, adopt_families
 from picollm.runs.layout import read_status, write_status
 from picollm.sweep.tuning import pruning_callback
@@ -89,15 +90,6 @@ class BatchReport:
 def format_cell(value: Any, form: str) -> str:
     """value in `form`, or '-' for a missing value."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else form.format(value)
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """Aligned plain-text table."""
-    cells = [header] + rows
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
