@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python auto_train_then_analyze.py --fast
+	$(BIN)/picollm pipeline --fast
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -214,6 +214,7 @@ def toy_family(tmp_path, monkeypatch):
                                     default=False))
     yield family
     unregister_family(family.name)
+    sys.modules.pop("toy_bigram", None)  # another test may write a module of that name with other classes
 
 
 def test_worker_processes_know_the_families_registered_at_run_time(toy_family, corpus, tmp_path):

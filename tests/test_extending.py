@@ -3,6 +3,7 @@ goes through training, the batch (worker processes), the analysis, the study, th
 playground's run list, with no file of picollm touched."""
 
 import json
+import sys
 import textwrap
 
 import pandas as pd
@@ -50,12 +51,13 @@ class Bigram(LanguageModel):
 @pytest.fixture
 def bigram(tmp_path, monkeypatch):
     """Register the family from a module on sys.path, as a user's plug-in would be; unregister it after."""
-    (tmp_path / "toy_bigram.py").write_text(textwrap.dedent(BIGRAM_MODULE))
+    (tmp_path / "extending_bigram.py").write_text(textwrap.dedent(BIGRAM_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # worker processes import the module too
-    register_family(Family("bigram", "toy_bigram", "Bigram", "BigramConfig", "Bigram"))
+    monkeypatch.delitem(sys.modules, "extending_bigram", raising=False)  # this test's module, not a cached one
+    register_family(Family("bigram", "extending_bigram", "Bigram", "BigramConfig", "Bigram"))
     yield "bigram"
     unregister_family("bigram")
+    sys.modules.pop("extending_bigram", None)
 
 
 def tiny(corpus: str, out_dir, **extra) -> dict:
@@ -81,7 +83,7 @@ def test_a_family_registered_outside_the_package_runs_through_every_stage(bigram
     assert report.exit_code == 0
 
     table = analyze_all(ck, ar, workers=2, max_new_tokens=8)
-    assert (table["model"] == bigram).sum() == 3 and (table["status"] == "done").all()
+    assert (table["model"] == bigram).sum() == 3 and (table["status"] == "done").all(), sorted(p.name for p in ck.iterdir())
     summarize(ar)
     plots = {p.name for p in (ar / "plots").iterdir()}
     assert "box_val_loss_by_family.png" in plots and "pareto_val_loss_vs_params.png" in plots
