@@ -6,7 +6,7 @@
 Trains `--runs` tiny runs once, then times real commands, each in its own process as a user starts them:
   - analyze_all_checkpoints.py --workers 1, alone; then two of them at once against the same --out;
   - batch_train.py --workers 1 on `--batch_runs` tiny configs, alone; then beside an analysis.
-Each job sizes its torch threads to its share of the cores (picollm/resources.py), so on a machine with
+Each job sizes its torch threads to its share of the cores (picollm/core/resources.py), so on a machine with
 at least as many cores as busy processes a job beside another should take about as long as alone
 (goal: <= 1.5x). --old also times the jobs with --threads <cores> each: every job sized to the whole
 machine, as before. Checks that the shared summary table is intact (one row per run, the same rows as

@@ -376,7 +376,7 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     table lost it). Unfinished runs are skipped with a reason; a failing run is logged and does not stop the
     others. On the CPU, workers are capped at the cores (with a logged note). threads: torch threads per
     worker; 0 sizes them as each run starts, to cores // (workers + the busy processes of the other picollm
-    jobs running then, picollm/resources.py), so jobs started side by side do not oversubscribe the CPU.
+    jobs running then, picollm/core/resources.py), so jobs started side by side do not oversubscribe the CPU.
     df.attrs["tally"] = {"analyzed": [...], "up_to_date": [...], "skipped": {run: reason}, "failed": {run: error}}.
     """
 
