@@ -9,8 +9,8 @@ import torch
 
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
-from picollm.experiments.nearest_neighbour import VectorSequenceModel, make_batch, run_nn_study
-from picollm.experiments.xlstm_vs_baselines import count_params, match_sizes, run_lm_study
+from picollm.experiments.nearest_neighbour import VectorSequenceModel, make_batch, run_nn_experiment
+from picollm.experiments.xlstm_vs_baselines import count_params, match_sizes, run_lm_experiment
 
 BASELINES = ("lstm", "xlstm", "transformer")  # xlstm_lib needs the optional extra
 
@@ -52,7 +52,7 @@ def test_lm_study_runs_end_to_end(tmp_path):
     words = [f"w{i}" for i in range(1500)]  # ~1500 word types, Zipf-like counts: all three frequency buckets
     ids = (torch.rand(30000, generator=g) ** 4 * len(words)).long()
     corpus.write_text(" ".join(words[i] for i in ids.tolist()))
-    df = run_lm_study(tmp_path / "out", corpus=str(corpus), max_steps=4, embed=16, layers=1, heads=2,
+    df = run_lm_experiment(tmp_path / "out", corpus=str(corpus), max_steps=4, embed=16, layers=1, heads=2,
                       block_size=8, batch_size=4, test_tokens=200, eval_tokens=64, families=BASELINES,
                       tokenizer="word")
     assert list(df["family"]) == list(BASELINES)
@@ -68,17 +68,17 @@ def test_lm_study_random_batching_overrides_the_streams_of_a_recurrent_family(tm
     corpus.write_text(" ".join(f"w{i % 97}" for i in range(4000)))
     kwargs = dict(corpus=str(corpus), max_steps=2, embed=16, layers=1, heads=2, block_size=8, batch_size=4,
                   test_tokens=100, eval_tokens=64, families=("lstm",), tokenizer="word")
-    streams = run_lm_study(tmp_path / "auto", **kwargs)
-    windows = run_lm_study(tmp_path / "random", batching="random", **kwargs)
+    streams = run_lm_experiment(tmp_path / "auto", **kwargs)
+    windows = run_lm_experiment(tmp_path / "random", batching="random", **kwargs)
     assert "batching" not in streams["settings"].iloc[0]
     assert "batching=random" in windows["settings"].iloc[0]
     assert streams["run"].iloc[0] != windows["run"].iloc[0]  # a different config, so a different run
     with pytest.raises(ConfigError, match="batching"):
-        run_lm_study(tmp_path / "bad", batching="streams", **kwargs)
+        run_lm_experiment(tmp_path / "bad", batching="streams", **kwargs)
 
 
 def test_nn_study_writes_its_table(tmp_path):
-    df = run_nn_study(tmp_path, lengths=(2, 3), families=("lstm", "xlstm"), embed=8, layers=1, heads=2, steps=2,
+    df = run_nn_experiment(tmp_path, lengths=(2, 3), families=("lstm", "xlstm"), embed=8, layers=1, heads=2, steps=2,
                       batch=8, eval_size=16)
     assert len(df) == 4 and df["accuracy"].between(0, 1).all()
     assert (tmp_path / "nn_results.md").exists() and (tmp_path / "nn_accuracy.png").exists()

@@ -17,7 +17,7 @@ from picollm.core.commands import ArgumentParser
 from picollm.core.errors import ConfigError
 from picollm.core.log import setup_logging
 from picollm.core.settings import add_settings_args, settings_from_args
-from picollm.experiments.settings import LMStudy, NNStudy
+from picollm.experiments.settings import LMExperiment, NNExperiment
 
 
 def _families(text: str) -> tuple[str, ...]:
@@ -35,10 +35,10 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     sub = p.add_subparsers(dest="study", required=True)
     lm = sub.add_parser("lm", help="language modelling at matched parameter counts")
-    add_settings_args(lm, LMStudy)
+    add_settings_args(lm, LMExperiment)
     nn = sub.add_parser("nn", help="nearest-neighbour search: accuracy against the number of references")
     nn.add_argument("--lengths", default="4,8,16,32", help="numbers of references")
-    add_settings_args(nn, NNStudy)
+    add_settings_args(nn, NNExperiment)
     return p.parse_args(argv)
 
 
@@ -58,18 +58,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0 = torch default); got {args.threads}")
     # the experiments import torch: not needed for --help or a usage error
-    from picollm.experiments.nearest_neighbour import run_nn_study
-    from picollm.experiments.xlstm_vs_baselines import run_lm_study
+    from picollm.experiments.nearest_neighbour import run_nn_experiment
+    from picollm.experiments.xlstm_vs_baselines import run_lm_experiment
 
     if args.study == "lm":
-        settings = LMStudy(**settings_from_args(args, LMStudy))  # validated before the log file is opened
+        settings = LMExperiment(**settings_from_args(args, LMExperiment))  # validated before the log file is opened
         setup_logging(f"xlstm_study-{args.study}")
-        df = run_lm_study(args.out_dir, families, args.threads, **asdict(settings))
+        df = run_lm_experiment(args.out_dir, families, args.threads, **asdict(settings))
     else:
-        settings = NNStudy(**settings_from_args(args, NNStudy))
+        settings = NNExperiment(**settings_from_args(args, NNExperiment))
         lengths = _lengths(args.lengths)
         setup_logging(f"xlstm_study-{args.study}")
-        df = run_nn_study(args.out_dir, lengths, families, args.threads, **asdict(settings))
+        df = run_nn_experiment(args.out_dir, lengths, families, args.threads, **asdict(settings))
     print(df.drop(columns=[c for c in ("run", "family") if c in df]).to_string(index=False))
     print(f"wrote results to {args.out_dir}/")
     return 0

@@ -1,4 +1,4 @@
-"""Studies: experiments that span several runs or families (`python xlstm_study.py lm|nn ...`).
+"""Experiments that span several runs or families (`python xlstm_study.py lm|nn ...`).
 
 - xlstm_vs_baselines: LSTM vs xLSTM (ours and the library) vs Transformer language models at matched
   parameter counts, test perplexity overall and by training-frequency bucket.

@@ -28,7 +28,7 @@ from tqdm.auto import trange
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
-from picollm.experiments.settings import NNStudy
+from picollm.experiments.settings import NNExperiment
 from picollm.experiments.xlstm_vs_baselines import LABELS
 from picollm.models import build_model
 from picollm.study.common import markdown_table
@@ -147,11 +147,11 @@ def plot_accuracy(df: pd.DataFrame, path: Path, chance: float, title: str) -> No
     fig.savefig(path, dpi=120)
 
 
-def run_nn_study(out_dir: Path | str = "analysis_runs/xlstm_study", lengths: tuple[int, ...] = (4, 8, 16, 32),
+def run_nn_experiment(out_dir: Path | str = "analysis_runs/xlstm_study", lengths: tuple[int, ...] = (4, 8, 16, 32),
                  families: tuple[str, ...] = FAMILIES, threads: int = 0, **settings: Any) -> pd.DataFrame:
-    """Accuracy against the number of references for every family (settings: NNStudy fields); writes the
+    """Accuracy against the number of references for every family (settings: NNExperiment fields); writes the
     table and the plot."""
-    st = NNStudy(**settings)
+    st = NNExperiment(**settings)
     dim, classes, embed, layers, heads, steps = st.dim, st.classes, st.embed, st.layers, st.heads, st.steps
     batch, lr, eval_size, seed = st.batch, st.lr, st.eval_size, st.seed
     if any(n < 1 for n in lengths):

@@ -9,8 +9,8 @@ from picollm.core.settings import setting, validate_settings
 
 
 @dataclass(frozen=True)
-class LMStudy:
-    """The LM study's settings (its defaults are a quick comparison, not the run defaults of RunConfig)."""
+class LMExperiment:
+    """The language-modelling experiment's settings (its defaults are a quick comparison, not the run defaults of RunConfig)."""
 
     corpus: str = setting("wikitext2", "corpus name or a path to a .txt file")
     max_steps: int = setting(300, "optimisation steps per family", bounds="[1, inf)")
@@ -32,8 +32,8 @@ class LMStudy:
 
 
 @dataclass(frozen=True)
-class NNStudy:
-    """The nearest-neighbour study's settings."""
+class NNExperiment:
+    """The nearest-neighbour experiment's settings."""
 
     dim: int = setting(4, "dimension of the reference vectors", bounds="[1, inf)")
     classes: int = setting(4, "labels to choose from", bounds="[2, inf)")

@@ -25,7 +25,7 @@ from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
 from picollm.data.batching import prepare_data
-from picollm.experiments.settings import LMStudy
+from picollm.experiments.settings import LMExperiment
 from picollm.models import build_model
 from picollm.runs.checkpoint import load_run
 from picollm.runs.layout import run_summary
@@ -100,15 +100,15 @@ def plot_buckets(df: pd.DataFrame, path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def run_lm_study(out_dir: Path | str = "analysis_runs/xlstm_study", families: tuple[str, ...] = FAMILIES,
+def run_lm_experiment(out_dir: Path | str = "analysis_runs/xlstm_study", families: tuple[str, ...] = FAMILIES,
                  threads: int = 0, **settings: Any) -> pd.DataFrame:
     """Train every family at matched size, evaluate on the test split, write CSV + Markdown + plot.
 
-    settings: LMStudy fields. test_tokens caps the scored test tokens (0 = the whole split). batching "auto"
+    settings: LMExperiment fields. test_tokens caps the scored test tokens (0 = the whole split). batching "auto"
     trains the LSTM and our xLSTM on carried-state streams and the others on random windows; "random" trains
     every family on random windows (separates the batching from the architecture). Finished runs are reused
     (same config, same run directory), so re-running only re-evaluates."""
-    st = LMStudy(**settings)
+    st = LMExperiment(**settings)
     corpus, max_steps, embed, layers = st.corpus, st.max_steps, st.embed, st.layers
     batch_size, block_size, batching = st.batch_size, st.block_size, st.batching
 
