@@ -12,5 +12,5 @@ Adding a plot: write picollm/study/plots/<name>.py with a data step (the runs ->
 common.Skip with a one-line reason when the data cannot support it), a draw step (that -> its files) and
 `PLOT = Plot(name, group, prefix, data=..., draw=..., files=...)`, then add `<name>.PLOT` to the tuple
 registered in plots/__init__.py (a plot outside the package calls register_plot itself). summarize draws
-it, the report shows its PNGs under its group, and tests/test_study.py expects every file it declares.
+it, the report shows its PNGs under its group, and tests/study/test_summarize.py expects every file it declares.
 """

@@ -30,7 +30,7 @@ from picollm.runs.table import TABLE_COLUMNS, TIMING_COLUMNS, read_table, update
 from picollm.train.evaluate import evaluate
 from picollm.train.loop import train_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NEW_TOKENS = 8
 # tiny models are fastest on one thread (and a busy machine makes two threads much slower still)
 FAST = dict(max_new_tokens=NEW_TOKENS, threads=1)

@@ -33,7 +33,7 @@ from picollm.runs.checkpoint import load_run
 from picollm.train.loop import train_run
 
 FAMILIES = family_params()  # every registered family
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from picollm.config import RunConfig
 from picollm.train.loop import train_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = "checkpoints/RUN"  # replaced by the trained run's directory
 UNSAFE_RUN = "checkpoints/unsafe"  # a copy of it whose best.pt is a pickle that would write a file
 

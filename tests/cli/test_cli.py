@@ -14,7 +14,7 @@ from pathlib import Path
 
 from picollm.cli.main import COMMANDS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: the root scripts the README names, and the subcommand each one is
 ROOT_SCRIPTS = {"main.py": "train", "batch_train.py": "batch", "analyze_checkpoints.py": "analyze",

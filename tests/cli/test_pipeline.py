@@ -12,7 +12,7 @@ import pytest
 
 from picollm.models import default_families
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = default_families()  # what the commands train when no --models are given
 #: one run per family, and a second K-gram MLP (two runs of a family: its own plots)
 CONFIGS = [{"model": family} for family in FAMILIES] + [{"model": "kgram_mlp", "k": 2, "activation": "relu"}]

@@ -5,7 +5,7 @@ Library tests skip cleanly without the optional extra (pip install -e .[xlstm]).
 weights into ours (after randomising the weights it initialises to zero: recurrent kernels, gate weights,
 norm offsets) and compare in float64 with the same eps (1e-6 in the mLSTM normaliser, 1e-5 in the norms).
 
-Also see tests/test_xlstm.py (not repeated here): the mLSTM parallel, chunkwise and recurrent forms agree
+Also see tests/models/test_xlstm.py (not repeated here): the mLSTM parallel, chunkwise and recurrent forms agree
 with each other (test_mlstm_parallel_chunkwise_recurrent_agree, ..._from_a_state_matches_recurrent), the
 stabilised cells match the naive formulas, and step-by-step decoding equals the full forward
 (test_step_by_step_equals_full_forward).

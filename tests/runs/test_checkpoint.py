@@ -31,8 +31,8 @@ from picollm.runs.checkpoint import (
 from picollm.runs.layout import read_status
 from picollm.train.loop import train_run
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RUN_V0 = FIXTURES / "run_v0"
 RUN_NAME = "lstm-toy-592f8749"  # the fixture's name when it was written: its fingerprint must not change
 #: the greedy continuation of "the cat " (30 tokens) by the fixture's best.pt and last.pt (both at step 80), as

@@ -38,7 +38,7 @@ uvicorn = pytest.importorskip("uvicorn", reason=NO_EXTRA)
 
 from picollm.serve.app import create_app  # noqa: E402  (needs the extra)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from picollm.study.plots.scales import LINE_CMAP, color_scale
 from picollm.study.summarize import summarize
 from picollm.study.varying import check_color_by, default_color_by, varying_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def kgram_runs(n: int = 30, loss=None, seed: int = 0) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from picollm.study.stats import (
 )
 from picollm.study.summarize import load_summary, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 FAMILIES = default_families()
 #: hyperparameters each family has; every other model field is NaN in runs.csv

@@ -25,7 +25,7 @@ from picollm.sweep.batch import train_batch
 from picollm.sweep.jobs import Job
 from picollm.sweep.planning import plan_resources
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOSS_COLUMNS = ["step", "epoch", "tokens_seen", "avg_loss", "val_loss", "perplexity", "token_accuracy",
                 "grad_norm_preclip", "grad_norm_postclip", "max_param_grad", "weight_norm", "learning_rate"]
 

@@ -21,7 +21,7 @@ from picollm.sweep.batch import train_batch  # noqa: E402
 from picollm.sweep.space import Space  # noqa: E402
 from picollm.sweep.tuning import journal_path, storage, suggest_point  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOSS_COLUMNS = ["step", "avg_loss", "val_loss"]
 
 

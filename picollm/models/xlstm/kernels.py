@@ -8,7 +8,7 @@
   TorchScript-compiled); slstm_scan_reference is the same recurrence in plain differentiable ops.
 
 The stabilised gating follows the NX-AI `xlstm` library's formulas (including eps = 1e-6 in the mLSTM
-normaliser); tests/test_xlstm.py and tests/test_xlstm_parity.py check the forms against each other, the naive
+normaliser); tests/models/test_xlstm.py and tests/models/test_xlstm_parity.py check the forms against each other, the naive
 formulas and the library.
 """
 

@@ -22,7 +22,7 @@ module holds the blocks and the model. Speed on CPU (bench/xlstm.py): the sLSTM 
 autograd and has a hand-written backward through time (SLSTMScan, both loops TorchScript-compiled), 2.5-4.5x
 faster than the library's vanilla backend; the depthwise conv is written as K shifted multiply-adds; the mLSTM
 block runs at the library's speed.
-tests/test_xlstm_parity.py checks all of it against the library and a plain-autograd reference.
+tests/models/test_xlstm_parity.py checks all of it against the library and a plain-autograd reference.
 
 Differences from the library (xlstm 2.0.6), for whoever copies weights across:
 - its mLSTM step() starts from m = 0, so its own stepping differs slightly from its forward; ours matches
