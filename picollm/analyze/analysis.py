@@ -309,7 +309,7 @@ def skip_reason(run_dir: Path) -> str | None:
     if (run_dir / "best.pt").exists():
         return None
     status = read_status(run_dir)
-    if status.get("status") in ("new", "running", "paused", "failed", "stopped", "diverged"):
+    if status.get("status") in ("new", "running", "paused", "failed", "stopped", "diverged", "interrupted"):
         return f"no best.pt yet (status {status['status']}: {status.get('reason', '')})".replace(": )", ")")
     return None  # a 'done' run without best.pt is broken: analyze_run reports it
 

@@ -7,6 +7,7 @@ instant leaves either the old or the new version of a file, never half of one. L
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -14,13 +15,45 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from picollm.core.errors import DiskFullError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: the errors of a full disk or a spent quota
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether error, or one it was raised from, is a full disk (torch.save reports one as a RuntimeError
+    whose context is the OSError)."""
+    for _ in range(8):  # a chain is short; the bound only guards against a cycle
+        if error is None:
+            return False
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(path: Path | str) -> DiskFullError:
+    return DiskFullError(f"disk full writing {path}: free space and run the same command again (what was "
+                         "written before is intact)")
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call write(file) on a temp file beside `path`, fsync, then rename it over `path`."""
-    path = Path(path)
+    """Call write(file) on a temp file beside `path`, fsync, then rename it over `path`. A full disk is a
+    one-line DiskFullError naming the file; the old file, if any, is left as it was."""
+    try:
+        _write_and_replace(Path(path), write, mode)
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(path) from None
+        raise
+
+
+def _write_and_replace(path: Path, write: Callable[[Any], None], mode: str) -> None:
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

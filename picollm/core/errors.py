@@ -18,3 +18,7 @@ class DataError(PicoError):
 
 class CheckpointError(PicoError):
     """A run directory or checkpoint that is missing, half-written or corrupt."""
+
+
+class DiskFullError(PicoError):
+    """A write that found the disk full (or the quota spent); what was written before stays intact."""

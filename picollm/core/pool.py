@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
@@ -44,14 +46,25 @@ def died(exitcode: int | None) -> str:
     return f"worker process died (exit code {exitcode}): killed or out of memory"
 
 
+#: after its parent dies, how long a worker's task may take to stop (say so in its files) before the worker exits
+ORPHAN_GRACE_S = 10.0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # the task ends as Ctrl-C ends it: a training run marks itself interrupted
+
+
 def _exit_with_parent(lifeline) -> None:
-    """Exit at once, even mid-task, when the parent process dies (its end of the lifeline closes)."""
+    """When the parent process dies (its end of the lifeline closes), stop the task as the pool's close() does
+    (SIGTERM, which interrupts it), and exit outright if it has not stopped within ORPHAN_GRACE_S."""
 
     def watch() -> None:
         try:
             lifeline.recv_bytes()
         except (EOFError, OSError):
             pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_S)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="lifeline").start()
@@ -69,7 +82,18 @@ def _log_to(log_path: str, slot: int) -> None:
 def _worker_main(slot: int, device: str | None, log_path: str | None, conn, lifeline,
                  fn: Callable[[Any, Slot], Any], sys_path: list[str],
                  initializer: Callable[[], Any] | None) -> None:
-    """A worker: receive (task id, threads, payload), send back (task id, fn(payload, slot)), until told to stop."""
+    """A worker: receive (task id, threads, payload), send back (task id, fn(payload, slot)), until told to stop.
+    SIGTERM (the pool closing) and SIGINT (Ctrl-C in the terminal) interrupt the task, which can say so in its
+    files (a training run's status becomes 'interrupted'), and end the worker quietly."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _serve(slot, device, log_path, conn, lifeline, fn, sys_path, initializer)
+    except KeyboardInterrupt:
+        pass
+
+
+def _serve(slot: int, device: str | None, log_path: str | None, conn, lifeline,
+           fn: Callable[[Any, Slot], Any], sys_path: list[str], initializer: Callable[[], Any] | None) -> None:
     _exit_with_parent(lifeline)
     sys.path[:] = sys_path
     # imported after the path is set, so a worker imports as its parent does

@@ -19,11 +19,16 @@ from picollm.core.atomic import atomic_write_json, atomic_write_text
 from picollm.core.errors import CheckpointError
 from picollm.core.log import get_logger
 
-STATUSES = ("running", "paused", "done", "stopped", "failed", "diverged")
+STATUSES = ("running", "paused", "done", "stopped", "failed", "diverged", "interrupted")
 #: a run in one of these states is never trained again ("stopped": ended on purpose, e.g. by successive
-#: halving). The others are continued by the next train_run: "paused" (at a step budget below max_steps),
-#: "failed" and "running" (interrupted) resume from last.pt
+#: halving). The others are continued by the next train_run from last.pt: "paused" (at a step budget below
+#: max_steps), "failed", "interrupted" (Ctrl-C, or the end of the batch that ran it) and "running" (a process
+#: killed outright, which could not say so)
 FINISHED = ("done", "stopped", "diverged")
+#: what status.json says of a run that Ctrl-C (SIGINT) or its batch's end (SIGTERM) stopped mid-training
+INTERRUPTED_REASON = "interrupted (Ctrl-C, or the batch that ran it stopped); run the same command again to resume"
+#: the progress a status.json records, kept when a run that was training is said to have stopped
+PROGRESS_KEYS = ("step", "max_steps", "best_val_loss", "best_step", "train_seconds")
 
 
 def read_json(path: Path) -> dict:
@@ -65,6 +70,14 @@ def write_status(run_dir: Path, status: str, reason: str = "", **extra: Any) -> 
     record = status_record(run_dir, status, reason, **extra)
     save_status(run_dir, record)
     return record
+
+
+def mark_stopped_training(run_dir: Path, status: str, reason: str) -> None:
+    """Say in status.json why a run that was training ("running") stopped, keeping its progress: 'interrupted'
+    after Ctrl-C or its batch's end, 'failed' when its worker died. A run that had already ended is left alone."""
+    previous = read_status(run_dir)
+    if previous["status"] == "running":
+        write_status(run_dir, status, reason, **{k: previous[k] for k in PROGRESS_KEYS if k in previous})
 
 
 def remove_leftovers(run_dir: Path) -> None:

@@ -29,7 +29,7 @@ import pandas as pd
 from filelock import FileLock
 
 from picollm.config import RunConfig
-from picollm.core.atomic import atomic_write_text
+from picollm.core.atomic import atomic_write_text, disk_full_error
 from picollm.core.errors import CheckpointError
 from picollm.models import FAMILIES
 
@@ -238,8 +238,10 @@ def _write(con: sqlite3.Connection, items: list[tuple[str, str]]) -> None:
         con.executemany("INSERT INTO runs (run, cells) VALUES (?, ?) "
                         "ON CONFLICT(run) DO UPDATE SET cells = excluded.cells", items)
         con.execute("COMMIT")
-    except BaseException:
+    except BaseException as e:
         con.execute("ROLLBACK")
+        if isinstance(e, sqlite3.OperationalError) and "full" in str(e):  # SQLITE_FULL: "database or disk is full"
+            raise disk_full_error(con.execute("PRAGMA database_list").fetchone()[2]) from None
         raise
 
 

@@ -23,7 +23,7 @@ from picollm.core.errors import PicoError
 from picollm.core.log import capture_records, get_logger
 from picollm.core.text import format_table
 from picollm.models import Family, adopt_families
-from picollm.runs.layout import read_status, write_status
+from picollm.runs.layout import mark_stopped_training, read_status
 from picollm.sweep.tuning import pruning_callback
 
 log = get_logger()
@@ -149,11 +149,7 @@ def failed_result(reason: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 def mark_dead_run(run_dir: Path, reason: str) -> None:
     """status.json of a run whose worker died says 'failed' and why, not 'running' (the next batch resumes it)."""
-    status = read_status(run_dir)
-    if status["status"] == "running":
-        keep = {k: status[k] for k in ("step", "max_steps", "best_val_loss", "best_step", "train_seconds")
-                if k in status}
-        write_status(run_dir, "failed", reason, **keep)
+    mark_stopped_training(run_dir, "failed", reason)
 
 
 def move_aside(run_dir: Path) -> Path:

@@ -9,6 +9,7 @@ empty, so nothing else needs saving.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from picollm.config import RunConfig
 from picollm.core.atomic import atomic_write_json
 from picollm.core.devices import autocast_context, resolve_device, seed_everything
-from picollm.core.errors import CheckpointError, ConfigError, PicoError
+from picollm.core.errors import CheckpointError, ConfigError, DiskFullError, PicoError
 from picollm.core.log import get_logger
 from picollm.core.version import __version__
 from picollm.data import batching as data_mod
@@ -37,6 +38,8 @@ from picollm.runs.checkpoint import checkpoint_path, load_checkpoint, write_best
 from picollm.runs.events import write_run_events
 from picollm.runs.layout import (
     FINISHED,
+    INTERRUPTED_REASON,
+    mark_stopped_training,
     read_status,
     save_status,
     status_record,
@@ -297,8 +300,12 @@ def train_run(cfg: RunConfig, *, quiet: bool = False, stop_at_step: int | None =
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         _train(cfg, run_dir, tokenizer, splits, quiet=quiet, stop_at_step=stop_at_step, on_evaluation=on_evaluation)
+    except KeyboardInterrupt:  # Ctrl-C, or a worker's SIGTERM (core.pool): say so, and resume next time
+        mark_stopped_training(run_dir, "interrupted", INTERRUPTED_REASON)
+        raise
     except PicoError as e:
-        write_status(run_dir, "failed", str(e))
+        with contextlib.suppress(DiskFullError):  # no room for status.json either: it stays "running" (resumed too)
+            write_status(run_dir, "failed", str(e))
         raise
     except Exception as e:
         write_status(run_dir, "failed", f"{e.__class__.__name__}: {e}", traceback=traceback.format_exc())

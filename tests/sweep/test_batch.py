@@ -446,3 +446,48 @@ def test_a_ray_cluster_that_wants_a_token_is_one_line_naming_the_fix(monkeypatch
     monkeypatch.setattr(ray, "init", no_token)
     with pytest.raises(ConfigError, match="this machine has no Ray token: copy the cluster's token"):
         RayPool(1, 0.0, "head:6379", 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# a batch stopped from outside: its run says it was interrupted, and resumes
+# --------------------------------------------------------------------------------------------------
+def start_long_batch(corpus: str, tmp_path: Path) -> subprocess.Popen:
+    space = write_space(tmp_path / "s.json", corpus, [{"model": "lstm"}], base={"max_steps": 2000, "eval_interval": 5})
+    cmd = [sys.executable, "-m", "picollm", "batch", "--space", space, "--workers", "1", "--out_dir", "runs",
+           "--log_dir", "logs"]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def training_run(out: Path, proc: subprocess.Popen) -> Path:
+    """The run of the batch once it is training past its first checkpoint."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        for run_dir in out.glob("*/"):
+            status = read_status(run_dir)
+            if status["status"] == "running" and status.get("step", 0) >= 5:
+                return run_dir
+        time.sleep(0.05)
+    raise AssertionError(f"no run was training (batch exit code {proc.poll()})")
+
+
+def test_ctrl_c_stops_a_batch_with_one_line_and_its_run_says_interrupted(corpus, tmp_path):
+    proc = start_long_batch(corpus, tmp_path)
+    run_dir = training_run(tmp_path / "runs", proc)
+    proc.send_signal(signal.SIGINT)  # to the batch alone: its workers are stopped by the batch
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished runs are kept")
+    status = read_status(run_dir)
+    assert status["status"] == "interrupted" and status["step"] >= 5, status
+
+
+def test_a_batch_whose_process_dies_leaves_its_run_interrupted(corpus, tmp_path):
+    proc = start_long_batch(corpus, tmp_path)
+    run_dir = training_run(tmp_path / "runs", proc)
+    proc.kill()  # SIGKILL: the batch cannot say anything; its worker notices and stops its run
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while read_status(run_dir)["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = read_status(run_dir)
+    assert status["status"] == "interrupted" and status["step"] >= 5, status

@@ -1,6 +1,8 @@
 """The trainer: metrics and files, determinism, resume == uninterrupted, skip when done, divergence."""
 
+import errno
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ from conftest import family_params
 
 import picollm.train.loop as train_mod
 from picollm.config import RunConfig
-from picollm.core.errors import CheckpointError, ConfigError
+from picollm.core.errors import CheckpointError, ConfigError, DiskFullError
 from picollm.models import build_model
 from picollm.runs.checkpoint import load_checkpoint, load_run
 from picollm.runs.layout import METRIC_COLUMNS, read_status
@@ -349,3 +351,54 @@ def test_a_muon_run_is_reproducible(corpus, tmp_path):
     a = train_run(tiny(corpus, tmp_path / "a", **settings))
     b = train_run(tiny(corpus, tmp_path / "b", **settings))
     pd.testing.assert_frame_equal(metrics(a)[LOSS_COLUMNS], metrics(b)[LOSS_COLUMNS])
+
+
+def test_ctrl_c_leaves_the_run_interrupted_and_a_rerun_ends_as_if_it_never_was(corpus, tmp_path):
+    base = RunConfig(model="kgram_mlp", corpus=corpus, embed=8, hidden=16, block_size=8, batch_size=4, max_steps=20,
+                     eval_interval=5, eval_tokens=512, progress=False)
+    whole = train_run(base.replace(out_dir=str(tmp_path / "whole")), quiet=True)
+    cut = base.replace(out_dir=str(tmp_path / "cut"))
+
+    def ctrl_c(step: int, val_loss: float) -> None:
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cut, quiet=True, on_evaluation=ctrl_c)
+    run_dir = tmp_path / "cut" / cut.run_name()
+    status = read_status(run_dir)
+    assert status["status"] == "interrupted" and status["step"] == 10, status
+    assert "run the same command again to resume" in status["reason"]
+    assert train_run(cut, quiet=True) == run_dir and read_status(run_dir)["status"] == "done"
+    timings = ["tokens_per_sec", "elapsed_sec"]
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "metrics.csv").drop(columns=timings),
+                                  pd.read_csv(whole / "metrics.csv").drop(columns=timings))
+
+
+def test_a_full_disk_mid_run_keeps_last_pt_and_the_rerun_ends_as_if_it_never_was(corpus, tmp_path, monkeypatch):
+    base = RunConfig(model="kgram_mlp", corpus=corpus, embed=8, hidden=16, block_size=8, batch_size=4, max_steps=20,
+                     eval_interval=5, eval_tokens=512, progress=False)
+    whole = train_run(base.replace(out_dir=str(tmp_path / "whole")), quiet=True)
+    cut = base.replace(out_dir=str(tmp_path / "cut"))
+    real_fsync, saves = os.fsync, []
+
+    def fsync(fd: int) -> None:  # the disk fills up during the third save of last.pt (step 15)
+        if ".last.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            saves.append(fd)
+            if len(saves) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(DiskFullError) as err:
+        train_run(cut, quiet=True)
+    run_dir = tmp_path / "cut" / cut.run_name()
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and f"disk full writing {run_dir / 'last.pt'}" in message
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 10 and not list(run_dir.glob(".*.tmp"))
+    assert read_status(run_dir)["status"] == "failed"
+    monkeypatch.undo()
+    train_run(cut, quiet=True)
+    timings = ["tokens_per_sec", "elapsed_sec"]
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "metrics.csv").drop(columns=timings),
+                                  pd.read_csv(whole / "metrics.csv").drop(columns=timings))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
-from picollm.runs.layout import read_metrics, read_status, write_status
+from picollm.runs.layout import PROGRESS_KEYS, read_metrics, read_status, write_status
 from picollm.sweep.jobs import Job, Outcome
 from picollm.sweep.planning import total_steps_of
 from picollm.sweep.samplers.base import SamplerOptions
@@ -129,8 +129,7 @@ class HalvingSampler(RandomSampler):
             if status["status"] in ("paused", "running"):
                 reason = (f"stopped by successive halving at step {self.budgets[name]}: val loss {losses[name]:.4f} "
                           f"ranked {rank} of {len(ranked)}")
-                keep = {k: status[k] for k in ("step", "max_steps", "best_val_loss", "best_step", "train_seconds")
-                        if k in status}
+                keep = {k: status[k] for k in PROGRESS_KEYS if k in status}
                 write_status(run_dir, "stopped", reason, **keep)
                 manifest.record(cfg, f"rung {self.rung}/{len(self.rungs)}", "stopped", reason, 0.0)
         self.alive = ranked[: rung.n_keep]
