@@ -50,6 +50,7 @@ from picollm.data.corpora import corpus_identity, load_splits
 from picollm.models import families_initializer
 from picollm.runs.checkpoint import load_run
 from picollm.runs.layout import read_json, read_metrics, read_status, read_train_log
+from picollm.runs.portable import require_corpus
 from picollm.runs.table import (
     BUCKETS,
     CONFIG_COLUMNS,
@@ -265,6 +266,7 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     status = read_status(run_dir)
     metrics = read_metrics(run_dir)
     cfg, tokenizer, model, best_ckpt = load_run(run_dir, "best", device=str(dev))
+    require_corpus(run_dir, cfg)
     splits = _encoded_splits(cfg.corpus, tokenizer)
     test = test_metrics(model, splits["train"], splits["test"], tokenizer.vocab_size, cfg.batch_size,
                         cfg.block_size, dev)

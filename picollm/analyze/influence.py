@@ -68,6 +68,7 @@ from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger
 from picollm.data import batching as data_mod
 from picollm.runs.checkpoint import load_run
+from picollm.runs.portable import require_corpus
 
 #: the module's names, with the machinery it is built on (picollm.analyze.curvature) that it always exported
 __all__ = ["METHODS", "InfluenceSettings", "add_influence_args", "analyze_influence", "fisher_table",
@@ -227,6 +228,7 @@ def analyze_influence(run_dir: str | Path, out_dir: str | Path, *, which: str = 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg, tokenizer, model, _ = load_run(run_dir, which, device=device)
+    require_corpus(Path(run_dir), cfg)
     dtype = {"float32": torch.float32, "float64": torch.float64}[st.dtype]
     model = model.to(dtype).eval()  # eval: no dropout, so the loss is a deterministic function of theta
     _, splits = data_mod.prepare_data(cfg.corpus, cfg.resolved().tokenizer, cfg.bpe_vocab_size, tokenizer=tokenizer)

@@ -26,6 +26,7 @@ from picollm.core.errors import CheckpointError
 from picollm.core.version import __version__
 from picollm.models import build_model
 from picollm.runs.layout import read_json
+from picollm.runs.portable import locate_corpus
 
 if TYPE_CHECKING:
     import torch
@@ -116,8 +117,10 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
 
 
 def load_config(run_dir: Path | str) -> RunConfig:
-    """The RunConfig a run was trained with (its config.json)."""
-    return RunConfig.from_record(read_json(Path(run_dir) / "config.json"))
+    """The RunConfig a run was trained with (its config.json), its corpus file found where the run was moved
+    (picollm.runs.portable)."""
+    record = read_json(Path(run_dir) / "config.json")
+    return locate_corpus(Path(run_dir), RunConfig.from_record(record), record.get("fingerprint"))
 
 
 def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):
