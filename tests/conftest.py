@@ -1,6 +1,7 @@
 import functools
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,15 @@ def family_params(families=None) -> list:
     return [pytest.param(name, id=name, marks=pytest.mark.skipif(missing_extra(name) is not None,
                                                                  reason=missing_extra(name) or ""))
             for name in (FAMILIES if families is None else families)]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs, where the test can mount one (root on Linux)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -239,7 +239,8 @@ def _write(con: sqlite3.Connection, items: list[tuple[str, str]]) -> None:
                         "ON CONFLICT(run) DO UPDATE SET cells = excluded.cells", items)
         con.execute("COMMIT")
     except BaseException as e:
-        con.execute("ROLLBACK")
+        if con.in_transaction:  # a COMMIT that found the disk full has rolled back already
+            con.execute("ROLLBACK")
         if isinstance(e, sqlite3.OperationalError) and "full" in str(e):  # SQLITE_FULL: "database or disk is full"
             raise disk_full_error(con.execute("PRAGMA database_list").fetchone()[2]) from None
         raise

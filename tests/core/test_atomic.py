@@ -48,18 +48,6 @@ def test_a_full_disk_under_torch_saves_runtime_error_is_recognised():
     assert is_disk_full(error) and not is_disk_full(RuntimeError("unexpected pos"))
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs, where the test can mount one (root on Linux)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def test_a_real_full_disk_while_saving_a_checkpoint(small_disk):
     with pytest.raises(DiskFullError) as err:
         atomic_torch_save({"model": torch.zeros(200_000)}, small_disk / "last.pt")

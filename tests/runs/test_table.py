@@ -1,6 +1,10 @@
+import sqlite3
+from contextlib import closing
+
 import pandas as pd
 import pytest
 
+from picollm.core.errors import DiskFullError
 from picollm.runs.table import (
     DB_NAME,
     LEGACY_TABLE_NAME,
@@ -55,3 +59,14 @@ def test_a_deleted_and_recreated_database_is_reopened(tmp_path):
         (tmp_path / (DB_NAME + suffix)).unlink(missing_ok=True)
     upsert_rows(tmp_path, [row("y")])
     assert list(read_table(tmp_path / TABLE_NAME)["run"]) == ["y"]
+
+
+def test_a_full_disk_while_adding_a_row_is_one_line_and_keeps_the_rows_before(small_disk):
+    upsert_rows(small_disk, [row("kept")])
+    with pytest.raises(DiskFullError) as err:
+        for i in range(1000):  # rows of ~10 KB each, until the 256 KiB disk is full
+            upsert_rows(small_disk, [row(f"r{i}", status_reason="x" * 10_000)])
+    assert len(str(err.value).splitlines()) == 1 and str(small_disk / DB_NAME) in str(err.value)
+    assert "free space and run the same command again" in str(err.value)
+    with closing(sqlite3.connect(small_disk / DB_NAME)) as con:  # reading needs no room
+        assert con.execute("SELECT count(*) FROM runs WHERE run = 'kept'").fetchone() == (1,)
