@@ -1,6 +1,7 @@
 """A local playground: generate from any trained run in the browser, token by token, two runs side by side.
 
     picollm playground [--checkpoints checkpoints] [--port 8000] [--host 127.0.0.1] [--device cpu] [--threads 1]
+                       [--max_streams 4x the cores]
 
 Pick a run (searchable list of the runs under --checkpoints, with family, parameters and val loss) and its
 best or last checkpoint, type a prompt, set the decoding (the fields of picollm.analyze.settings.DecodeConfig,
@@ -12,7 +13,8 @@ the text of `picollm generate`. Every asset is served by the playground itself: 
 Safe by default: it listens on 127.0.0.1 only (--host opens it to others: anyone who can reach the port can
 run the models); it serves only run directories directly under --checkpoints (any other name is a 404); the
 prompt and the tokens generated per request are capped; checkpoints are loaded weights-only; at most
-4 models stay in memory. Needs the `playground` extra (Starlette + uvicorn).
+4 models stay in memory; at most --max_streams streams run at once (past it, a 503 that the page shows;
+a reader that leaves frees its slot at once). Needs the `playground` extra (Starlette + uvicorn).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                         help="torch CPU threads (default: 1: decoding feeds one token at a time, where more "
                              "threads gain little on small models and, while other jobs use the cores, spin: "
                              "~45x slower measured on 2 busy cores)")
+    parser.add_argument("--max_streams", type=int, default=None,
+                        help="generations streaming at once; past it a request is refused (503, shown in the "
+                             "page) until one ends (default: 4 x the cores here: decoding is CPU-bound, a stream "
+                             "uses one core at a time and one model decodes one stream at a time, so more "
+                             "streams only make each one slower and hold more memory)")
     return parser.parse_args(argv)
 
 
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                           "or point --checkpoints at the folder that holds them")
     if args.threads < 1:
         raise ConfigError(f"--threads must be a positive integer; got {args.threads}")
+    if args.max_streams is not None and args.max_streams < 1:
+        raise ConfigError(f"--max_streams must be a positive integer; got {args.max_streams}")
     # torch and the web stack: not needed for --help or a usage error
     import torch
 
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     print(f"for the report's links: PICOLLM_PLAYGROUND_URL={base}/?run={{run}}", flush=True)
     if args.host not in LOOPBACK:
         log.warning(f"warning: --host {args.host}: anyone who can reach port {port} can run these models")
-    app = create_app(root, str(device), allowed_hosts=allowed_hosts(args.host))
+    app = create_app(root, str(device), allowed_hosts=allowed_hosts(args.host), max_streams=args.max_streams)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn stops cleanly on Ctrl-C, then raises it again for the caller

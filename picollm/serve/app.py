@@ -10,9 +10,10 @@
                                        start, token (one per token: piece, token, id, logprob, alternatives,
                                        neighbours), then done (text, tail, mean_logprob, ...) or error
 
-Every refusal is JSON {"error": "..."} with a 4xx status, which the page shows as it is. The page reads the
-stream with fetch() rather than EventSource: EventSource can only GET, and cannot read the error of a refused
-request. A reader that goes away (Stop, a closed tab) stops the decoding at its next token.
+Every refusal is JSON {"error": "..."} with a 4xx status, or 503 past max_streams streams at once, which the
+page shows as it is. The page reads the stream with fetch() rather than EventSource: EventSource can only GET,
+and cannot read the error of a refused request. A reader that goes away (Stop, a closed tab) frees its stream's
+slot at once and stops the decoding at its next token.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +36,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from picollm.core.log import get_logger
 from picollm.serve.playground import (
@@ -44,6 +47,8 @@ from picollm.serve.playground import (
     Emit,
     ModelCache,
     RequestError,
+    StreamSlots,
+    default_max_streams,
     parse_request,
     prompt_ids_for,
     resolve_run,
@@ -62,11 +67,12 @@ SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'sel
 
 
 class Playground:
-    """What the handlers share: the checkpoints folder and the model cache."""
+    """What the handlers share: the checkpoints folder, the model cache and the stream slots."""
 
-    def __init__(self, root: Path, device: str, cache_size: int) -> None:
+    def __init__(self, root: Path, device: str, cache_size: int, max_streams: int) -> None:
         self.root = Path(root)
         self.cache = ModelCache(cache_size, device)
+        self.streams = StreamSlots(max_streams)
         env = jinja2.Environment(loader=jinja2.PackageLoader("picollm", "templates"), autoescape=True)
         self.page = env.get_template("playground.html").render(
             fields=setting_fields(), checkpoints=str(self.root), max_prompt_chars=MAX_PROMPT_CHARS,
@@ -118,13 +124,18 @@ async def _json_body(request: Request) -> Any:
 
 
 async def generate_stream(request: Request) -> Response:
-    """Check everything (run, prompt, settings, checkpoint) before the stream starts, so every refusal is a
-    4xx with a message; then stream the generation."""
+    """Check everything (run, prompt, settings, checkpoint, a free slot) before the stream starts, so every
+    refusal is a 4xx or a 503 with a message; then stream the generation."""
     pg = _pg(request)
     run_dir = resolve_run(pg.root, request.path_params["run"])
     prompt, checkpoint, cfg = parse_request(await _json_body(request))
-    loaded = await run_in_threadpool(pg.cache.get, run_dir, checkpoint)
-    prompt_ids = prompt_ids_for(loaded, prompt)
+    release = pg.streams.take()  # before the model loads: past the limit, a request costs nothing
+    try:
+        loaded = await run_in_threadpool(pg.cache.get, run_dir, checkpoint)
+        prompt_ids = prompt_ids_for(loaded, prompt)
+    except BaseException:
+        release()
+        raise
     start = {"run": run_dir.name, "checkpoint": checkpoint, "step": loaded.step, "strategy": cfg.strategy,
              "prompt_text": loaded.tokenizer.decode(prompt_ids), "prompt_tokens": len(prompt_ids),
              "unknown": loaded.tokenizer.unknown_pieces(prompt)[:8]}
@@ -134,19 +145,51 @@ async def generate_stream(request: Request) -> Response:
     def job(emit: Emit, stopped: threading.Event) -> None:
         run_generation(loaded, prompt_ids, cfg, emit, stopped)
 
-    return StreamingResponse(_events(start, job), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return SlotStream(_events(start, job, release), release, media_type="text/event-stream",
+                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class SlotStream(StreamingResponse):
+    """A stream that holds a slot of the playground's StreamSlots until it ends, however it ends: done, an
+    error, or its reader gone. The reader's leaving is heard at once, also while no token flows (a stream
+    waiting for a model another stream decodes on), whichever ASGI version the server speaks (Starlette
+    listens for it only below 2.4)."""
+
+    def __init__(self, events: AsyncGenerator[str, None], release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(events, **kwargs)
+        self.events, self.release = events, release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tasks:
+
+                async def stream() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:  # the reader left (how an ASGI 2.4 server says so)
+                        pass
+                    tasks.cancel_scope.cancel()
+
+                tasks.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                tasks.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):  # its `finally` stops the decoding, even if cut at a yield
+                await self.events.aclose()
+            self.release()
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
 
 
-async def _events(start: dict[str, Any], job: Callable[[Emit, threading.Event], None]) -> AsyncIterator[str]:
+async def _events(start: dict[str, Any], job: Callable[[Emit, threading.Event], None],
+                  release: Callable[[], None]) -> AsyncGenerator[str, None]:
     """Run job(emit, stopped) in a thread and pass what it emits on as server-sent events, until done or
-    error.
+    error; release the stream's slot before that last event goes out, so a reader that has it can start its
+    next stream at once.
 
-    A thread, not the event loop: decoding is synchronous torch code. When the reader disconnects, Starlette
+    A thread, not the event loop: decoding is synchronous torch code. When the reader disconnects, SlotStream
     cancels this generator; `stopped` then tells the decoding to stop at its next token.
     """
     loop = asyncio.get_running_loop()
@@ -164,9 +207,11 @@ async def _events(start: dict[str, Any], job: Callable[[Emit, threading.Event], 
     try:
         while True:
             event, data = await queue.get()
-            yield _sse(event, data)
             if event != "token":
+                release()
+                yield _sse(event, data)
                 return
+            yield _sse(event, data)
     finally:
         stopped.set()
 
@@ -176,7 +221,7 @@ async def _events(start: dict[str, Any], job: Callable[[Emit, threading.Event], 
 # --------------------------------------------------------------------------------------------------
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
-    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -192,8 +237,9 @@ async def _crashed(request: Request, exc: Exception) -> Response:
 
 
 def create_app(root: Path | str, device: str = "cpu", cache_size: int = MODEL_CACHE_SIZE,
-               allowed_hosts: list[str] | None = None) -> Starlette:
-    """The ASGI app serving the runs under root; allowed_hosts: Host headers accepted (default: any)."""
+               allowed_hosts: list[str] | None = None, max_streams: int | None = None) -> Starlette:
+    """The ASGI app serving the runs under root; allowed_hosts: Host headers accepted (default: any);
+    max_streams: streams at once (default: default_max_streams(), a few per core)."""
     routes = [Route("/", page), Route("/assets/{name}", asset), Route("/api/runs", runs),
               Route("/api/runs/{run}", run_info),
               Route("/api/runs/{run}/generate", generate_stream, methods=["POST"])]
@@ -201,5 +247,6 @@ def create_app(root: Path | str, device: str = "cpu", cache_size: int = MODEL_CA
     errors = {RequestError: _refused, HTTPException: _http_error, Exception: _crashed}
     app = Starlette(routes=routes, middleware=[hosts], exception_handlers=errors)
     app.router.redirect_slashes = False  # every address is exact: /api/runs/NAME/ is a 404, not a redirect
-    app.state.playground = Playground(Path(root), device, cache_size)
+    streams = default_max_streams() if max_streams is None else max_streams
+    app.state.playground = Playground(Path(root), device, cache_size, streams)
     return app

@@ -8,7 +8,8 @@ generate.encode_prompt, generate.generate and generate.continuation_text.
 
 Safe by default: only run directories directly under the checkpoints folder are served (any other name is a
 404); the prompt and the tokens generated per request are capped; checkpoints are loaded weights-only; at
-most MODEL_CACHE_SIZE models stay in memory; on a loopback address only local Host headers are accepted.
+most MODEL_CACHE_SIZE models stay in memory; at most max_streams streams run at once (past it a 503); on a
+loopback address only local Host headers are accepted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from picollm.analyze.generate import (
 )
 from picollm.core.errors import ConfigError, PicoError
 from picollm.core.log import get_logger
+from picollm.core.resources import cpu_cores
 from picollm.runs.checkpoint import load_run
 from picollm.runs.layout import list_runs, run_summary
 
@@ -44,6 +46,7 @@ MAX_NEW_TOKENS = 1000  # per request: bounds the time one request holds a model
 MAX_BEAM = 16  # beam search runs MAX_BEAM rows at once
 MODEL_CACHE_SIZE = 4  # models kept in memory, least recently used dropped first
 MAX_BODY_BYTES = 64 * 1024  # a request's JSON: the prompt and the settings
+STREAMS_PER_CORE = 4  # the default --max_streams, per core (see default_max_streams)
 CHECKPOINTS = ("best", "last")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -51,9 +54,45 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class RequestError(PicoError):
     """A request the playground refuses: its message goes back as JSON {"error": ...} with this status."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
+
+
+# --------------------------------------------------------------------------------------------------
+# streams: at most max_streams at once
+# --------------------------------------------------------------------------------------------------
+def default_max_streams() -> int:
+    """STREAMS_PER_CORE x the cores this process may use. Decoding is CPU-bound (one core per stream at a time,
+    and one model decodes one stream at a time), so streams beyond a few per core only make every stream
+    slower and hold more memory; a few per core still keep every core busy while some streams wait for their
+    model."""
+    return STREAMS_PER_CORE * cpu_cores()
+
+
+class StreamSlots:
+    """At most `limit` streams at once: take() gives a slot (its release function) or refuses with a 503."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self) -> Callable[[], None]:
+        with self._lock:
+            if self.active >= self.limit:
+                running = f"{self.active} stream{'s' if self.active != 1 else ''} running"
+                raise RequestError(f"the playground is busy: {running}, its limit (--max_streams {self.limit}); "
+                                   "try again when one ends", 503, {"Retry-After": "1"})
+            self.active += 1
+        released = threading.Event()
+
+        def release() -> None:  # once, however many ways the stream ends
+            with self._lock:
+                if not released.is_set():
+                    released.set()
+                    self.active -= 1
+
+        return release
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,9 +324,11 @@ def run_generation(loaded: LoadedRun, prompt_ids: list[int], cfg: DecodeConfig, 
         emit("token", {**annotate(piece, model, loaded.strings)[0], "piece": pieces.add(piece.ids[0])})
 
     start = time.perf_counter()
+    while not loaded.lock.acquire(timeout=0.1):  # another stream is decoding on this model
+        if stopped.is_set():  # the reader left while waiting: no thread lingers behind a long generation
+            return
     try:
-        with loaded.lock:
-            gen = generate(model, [prompt_ids], cfg, tokenizer.eos_id, 1, on_token)[0]
+        gen = generate(model, [prompt_ids], cfg, tokenizer.eos_id, 1, on_token)[0]
     except Stopped:
         return
     except Exception as e:  # the page gets one line; the server's log keeps the traceback
@@ -295,6 +336,8 @@ def run_generation(loaded: LoadedRun, prompt_ids: list[int], cfg: DecodeConfig, 
         emit("error", {"error": f"generation failed: {e}" if isinstance(e, PicoError) else
                        f"generation failed ({e.__class__.__name__}: {e}); see the playground's log"})
         return
+    finally:
+        loaded.lock.release()
     text = continuation_text(tokenizer, gen)
     seconds = time.perf_counter() - start
     emit("done", {"text": text, "tail": pieces.tail(text), "tokens": len(gen.ids), "strategy": cfg.strategy,

@@ -1,7 +1,7 @@
 """The playground: its stream gives exactly the CLI's text (every strategy, char and word runs), it refuses
 what it should with a message (names outside the checkpoints folder, over-long prompts, bad settings),
-concurrent requests stay independent, a reader that leaves stops the decoding, the command line; and in
-headless Chromium: pick a run, generate, two runs side by side, a token's tooltip, a refusal in the page."""
+concurrent requests stay independent, a reader that leaves stops the decoding and frees its slot at once,
+past --max_streams a 503, the command line. The page in headless Chromium: test_playground_page.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import assert_no_errors, toy_sentences
+from conftest import toy_sentences
 
 import picollm.serve.playground as playground
 from picollm.analyze.generate import DecodeConfig, Generation, continuation_text, generate
@@ -63,8 +64,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 class Server:
-    def __init__(self, root: Path) -> None:
-        self.app = create_app(root, allowed_hosts=playground.allowed_hosts("127.0.0.1"))
+    def __init__(self, root: Path, **app_settings) -> None:
+        self.app = create_app(root, allowed_hosts=playground.allowed_hosts("127.0.0.1"), **app_settings)
         sock = playground.listen("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
@@ -319,6 +320,78 @@ def test_a_reader_that_leaves_stops_the_decoding(server, runs, monkeypatch):
     assert not loaded.lock.locked() and len(calls) < 500, len(calls)
 
 
+def open_stream(server: Server, run: str, **settings) -> tuple[http.client.HTTPConnection, int, str]:
+    """(connection, status, its first line: the start event's, or the refusal's JSON), the stream left open."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    body = {"prompt": "the", "settings": {"max_new_tokens": 1000, "stop_at_eos": False, **settings}}
+    conn.request("POST", f"/api/runs/{run}/generate", json.dumps(body), {"Content-Type": "application/json"})
+    res = conn.getresponse()
+    return conn, res.status, (res.readline() if res.status == 200 else res.read()).decode()
+
+
+def leave(conn: http.client.HTTPConnection) -> None:
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+
+
+BUSY = "the playground is busy: 1 stream running, its limit (--max_streams 1); try again when one ends"
+
+
+@pytest.fixture
+def one_slot(runs, monkeypatch):
+    """(server, gate, calls): a playground with one stream slot, whose decodings stall after their first token
+    (no token flowing) until the gate opens; calls counts the tokens decoded."""
+    gate, calls = threading.Event(), []
+    annotate = playground.annotate
+
+    def stalled_annotate(*args):
+        if calls:
+            gate.wait(30)
+        calls.append(1)
+        return annotate(*args)
+
+    monkeypatch.setattr(playground, "annotate", stalled_annotate)
+    server = Server(runs["lstm"].parent, max_streams=1)
+    yield server, gate, calls
+    gate.set()
+    server.stop()
+
+
+def test_past_max_streams_a_503_and_a_reader_that_leaves_frees_its_slot_at_once(one_slot, runs):
+    """The first stream stalls: a second one is refused with the reason; the first reader leaves and a new
+    stream is accepted at once, though no token flows (the server hears the leaving itself)."""
+    server, gate, calls = one_slot
+    slots = server.app.state.playground.streams
+    lstm, transformer = runs["lstm"].name, runs["transformer"].name
+    first, status, line = open_stream(server, lstm)
+    assert status == 200 and line == "event: start\n"
+    while not calls:
+        time.sleep(0.01)
+    conn, status, text = open_stream(server, transformer)
+    conn.close()
+    assert status == 503 and json.loads(text) == {"error": BUSY}
+    leave(first)
+    left = time.perf_counter()
+    while True:  # measured: accepted at the first try, 2 ms after the leaving
+        again, status, line = open_stream(server, lstm)  # same model: waits for the stalled decoding
+        if status == 200 or time.perf_counter() - left > 2:
+            break
+        again.close()
+    assert status == 200 and line == "event: start\n", line
+    leave(again)
+    gate.set()
+    deadline = time.time() + 10
+    while slots.active and time.time() < deadline:
+        time.sleep(0.01)
+    assert slots.active == 0
+    for _ in range(3):  # a reader that got its last event may start its next stream at once
+        stream(server, transformer, "the cat", max_new_tokens=5)
+    loaded = server.app.state.playground.cache.get(runs["lstm"], "best")
+    while loaded.lock.locked() and time.time() < deadline:  # both lstm decodings stopped
+        time.sleep(0.01)
+    assert not loaded.lock.locked() and len(calls) < 20, len(calls)
+
+
 def test_the_model_cache_is_bounded_and_reloads_a_rewritten_checkpoint(runs):
     cache = playground.ModelCache(size=2)
     first = cache.get(runs["lstm"], "best")
@@ -364,118 +437,3 @@ def test_without_the_extra_one_error_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2 and done.stderr == EXTRA_HINT + "\n" and not done.stdout
-
-
-# --------------------------------------------------------------------------------------------------
-# real browser
-# --------------------------------------------------------------------------------------------------
-def open_playground(driver, url: str, runs_listed: int) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(url)
-    rows = lambda d: len(d.find_elements("css selector", "#runs tbody tr"))
-    WebDriverWait(driver, 20).until(lambda d: rows(d) == runs_listed)
-
-
-def fill(driver, prompt: str, **settings) -> None:
-    from selenium.webdriver.common.by import By
-
-    box = driver.find_element(By.ID, "prompt")
-    box.clear()
-    box.send_keys(prompt)
-    for name, value in settings.items():
-        field = driver.find_element(By.CSS_SELECTOR, f"#settings input[name={name}]")
-        if field.get_attribute("type") == "checkbox":
-            if field.is_selected() != value:
-                field.click()
-        else:
-            field.clear()
-            field.send_keys(str(value))
-
-
-def generated(driver, pane: str) -> str:
-    """Wait for the pane's stream to end; its text as shown (textContent: whitespace kept)."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    state = f"return document.getElementById('pane-{pane}').dataset.state"
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script(state) in ("done", "error"))
-    error = driver.find_element("css selector", f"#pane-{pane} .error")
-    assert driver.execute_script(state) == "done", error.text
-    return driver.execute_script(f"return document.querySelector('#pane-{pane} .output').textContent")
-
-
-def test_page_streams_the_cli_text(server, runs, browser):
-    from selenium.webdriver.common.by import By
-
-    run = runs["transformer"]
-    link = playground_href(f"{server.base}/?run={{run}}", run.name)  # the report's link to the run
-    open_playground(browser, link, len(runs))
-    assert browser.find_element(By.CSS_SELECTOR, "#pane-a .run-name").text == run.name  # preselected
-    assert not browser.find_element(By.ID, "pane-b").is_displayed()
-    # every DecodeConfig field, with its default and its help
-    for f in playground.setting_fields():
-        field = browser.find_element(By.CSS_SELECTOR, f"#settings input[name={f['name']}]")
-        assert f["help"] in field.find_element(By.XPATH, "..").get_attribute("title")
-        if f["kind"] != "bool":
-            assert field.get_attribute("value") == str(f["default"])
-    settings = dict(seed=11, max_new_tokens=30, temperature=0.9, top_k=8)
-    fill(browser, "the dog", **settings)
-    browser.find_element(By.ID, "generate").click()
-    assert generated(browser, "a") == cli(run, "the dog", **settings)[1]
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#pane-a .tok")) == 30
-    assert "mean log-prob" in browser.find_element(By.CSS_SELECTOR, "#pane-a .meta").text
-    assert_no_errors(browser)
-
-
-def test_two_runs_side_by_side_and_the_tooltip(server, runs, browser):
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
-    open_playground(browser, server.base + "/", len(runs))
-    search = browser.find_element(By.ID, "run-search")
-    search.send_keys("LSTM")  # the list is searchable: the lstm run only
-    rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
-    assert [r.get_attribute("data-run") for r in rows] == [runs["lstm"].name]
-    rows[0].find_element(By.CSS_SELECTOR, "button[data-pane=b]").click()
-    search.clear()
-    search.send_keys("transformer")
-    browser.find_element(By.CSS_SELECTOR, "#runs tbody tr button[data-pane=a]").click()
-    Select(browser.find_element(By.CSS_SELECTOR, "#pane-b .checkpoint")).select_by_value("last")
-    assert "b=" + quote(runs["lstm"].name) in browser.current_url
-    settings = dict(seed=5, max_new_tokens=20, temperature=1.0, stop_at_eos=False)
-    fill(browser, "one fish", **settings)
-    browser.find_element(By.ID, "generate").click()
-    assert generated(browser, "a") == cli(runs["transformer"], "one fish", **settings)[1]
-    assert generated(browser, "b") == cli(runs["lstm"], "one fish", "last", **settings)[1]
-
-    tip = browser.find_element(By.ID, "tip")
-    assert not tip.is_displayed()
-    tok = browser.find_elements(By.CSS_SELECTOR, "#pane-b .tok")[3]
-    ActionChains(browser).move_to_element(tok).perform()
-    assert tip.is_displayed()
-    lines = tip.text.split("\n")
-    assert lines[1].startswith("logprob -") and lines[2].startswith("top-5: ")
-    assert lines[3].startswith("neighbours: ")
-    assert lines[2].count(", ") == 4 and lines[3].count(", ") == 4
-    assert_no_errors(browser)
-
-
-def test_a_refusal_shows_in_the_page(server, runs, browser):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    open_playground(browser, f"{server.base}/?run={runs['lstm'].name}", len(runs))
-    fill(browser, "the cat", temperature=-1)
-    browser.find_element(By.ID, "generate").click()
-    error = browser.find_element(By.CSS_SELECTOR, "#pane-a .error")
-    WebDriverWait(browser, 30).until(lambda d: error.text)
-    assert error.text == "--temperature must be a finite number >= 0; got -1.0"
-    fill(browser, "", temperature=1)
-    browser.execute_script("document.getElementById('prompt').value = 'x'.repeat(arguments[0])",
-                           playground.MAX_PROMPT_CHARS + 1)
-    browser.find_element(By.ID, "generate").click()
-    WebDriverWait(browser, 30).until(lambda d: "at most" in error.text)
-    assert error.text == "the prompt is 4,001 characters long; the playground takes at most 4,000"
-    open_playground(browser, f"{server.base}/?run=..%2Fnope", len(runs))
-    assert "no run" in browser.find_element(By.CSS_SELECTOR, "#pane-a .error").text
