@@ -142,6 +142,7 @@ CASES = [
     ("-m picollm playground --port http", "argument --port: invalid int value"),
     ("-m picollm playground --checkpoints /nonexistent", "--checkpoints /nonexistent is not a folder"),
     ("-m picollm playground --threads 0", "--threads must be a positive integer"),
+    ("-m picollm playground --max_streams 0", "--max_streams must be a positive integer"),
 ]
 
 
