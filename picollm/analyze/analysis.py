@@ -8,20 +8,21 @@ analyze_run(run_dir) writes analysis_runs/<run>/:
     summary.json               full config, status, final metrics, test evaluation (written last: its presence
                                means the analysis is complete)
 
-analyze_all(checkpoints_dir) analyses every run in parallel (picollm.core.pool's worker processes) and keeps one row per
-run in analysis_runs/runs.csv (picollm.runs.table owns that file): each worker adds its row as soon as its
-run is done.
+analyze_all(checkpoints_dir) analyses every run in parallel (picollm.core.pool's worker processes, or Ray tasks:
+picollm.analyze.on_ray) and keeps one row per run in analysis_runs/runs.csv (picollm.runs.table owns that file):
+each worker adds its row as soon as its run is done (on Ray, this process adds it as the result arrives).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from picollm.analyze import on_ray
 from picollm.analyze.generate import (
     DecodeConfig,
     annotate,
@@ -44,6 +46,7 @@ from picollm.core.devices import resolve_device
 from picollm.core.errors import CheckpointError, PicoError
 from picollm.core.log import get_logger
 from picollm.core.pool import Slot, WorkerPool
+from picollm.core.ray_tasks import check_backend, ray_session
 from picollm.core.resources import cpu_cores, threads_per_process
 from picollm.data.batching import prepare_data
 from picollm.data.corpora import corpus_identity, load_splits
@@ -325,12 +328,17 @@ def is_up_to_date(run_dir: Path, out_root: Path) -> bool:
     return all(summary.stat().st_mtime > c.stat().st_mtime for c in checkpoints)
 
 
-def analyze_one(out_root: Path, device: str, max_new_tokens: int, run_dir: Path) -> tuple[str, str]:
-    """Analyse one run and add its row to the table: ('ok', seconds) or ('error', message); never raises."""
+def analyze_one(out_root: Path, device: str, max_new_tokens: int, run_dir: Path,
+                keep_row: Callable[[dict], None] | None = None) -> tuple[str, str]:
+    """Analyse one run and add its row to the table (or hand it to keep_row: a Ray task sends it back):
+    ('ok', seconds) or ('error', message); never raises."""
     start = time.perf_counter()
     try:
         summary = analyze_run(run_dir, out_root, device=device, max_new_tokens=max_new_tokens)
-        upsert_rows(out_root, [summary["row"]])
+        if keep_row:
+            keep_row(summary["row"])
+        else:
+            upsert_rows(out_root, [summary["row"]])
     except PicoError as e:
         return "error", str(e)
     except Exception as e:  # a bug in one run's analysis must not stop the others
@@ -345,10 +353,13 @@ def _analyze_in_slot(out_root: Path, device: str, max_new_tokens: int, run_dir: 
 
 
 def _analysis_results(todo: list[Path], n_jobs: int, out_root: Path, device: str, threads: int,
-                      max_new_tokens: int, job) -> Iterator[tuple[Path, tuple[str, str]]]:
+                      max_new_tokens: int, job, backend: str = "local") -> Iterator[tuple[Path, tuple[str, str]]]:
     """(run, result) as each analysis ends: in this process for one worker (no start-up cost, and tests can
-    patch it), else on worker processes, where a dead worker fails its run only."""
+    patch it), else on worker processes or Ray tasks (n_jobs at once), where a dead worker fails its run only."""
 
+    if backend == "ray":  # analyze_one is looked up now, so a test's stand-in goes with the tasks
+        yield from on_ray.ray_results(analyze_one, todo, out_root, device, threads or 1, max_new_tokens, n_jobs)
+        return
     if n_jobs == 1:
         for run_dir in todo:
             torch.set_num_threads(threads or threads_per_process(1, job))  # sized as each run starts
@@ -370,8 +381,9 @@ def available_cores() -> int:
 
 
 def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Path = "analysis_runs",
-                workers: int = 1, skip_existing: bool = True, device: str = "cpu",
-                max_new_tokens: int = DecodeConfig.max_new_tokens, threads: int = 0) -> pd.DataFrame:
+                workers: int | None = None, skip_existing: bool = True, device: str = "cpu",
+                max_new_tokens: int = DecodeConfig.max_new_tokens, threads: int = 0, backend: str = "local",
+                address: str | None = None) -> pd.DataFrame:
     """Analyse every run under checkpoints_dir into out_root; return runs.csv as a DataFrame.
 
     skip_existing skips runs whose summary.json is newer than their checkpoints (re-adding their row if the
@@ -380,15 +392,29 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
     worker; 0 sizes them as each run starts, to cores // (workers + the busy processes of the other picollm
     jobs running then, picollm/core/resources.py), so jobs started side by side do not oversubscribe the CPU.
     df.attrs["tally"] = {"analyzed": [...], "up_to_date": [...], "skipped": {run: reason}, "failed": {run: error}}.
+
+    workers: None is 1 locally. backend "ray": every run is a Ray task of `threads` CPUs (0: 1) on the cluster at
+    `address` (HOST:PORT; None: a local Ray on this machine's cores), at most `workers` at once (None: as many as
+    the cluster has CPUs for); the checkpoints and out_root must be on a filesystem its nodes share.
     """
 
     DecodeConfig(max_new_tokens=max_new_tokens)  # a bad setting fails before anything is written
+    check_backend(backend, address)
     checkpoints_dir, out_root = Path(checkpoints_dir), Path(out_root)
     if not checkpoints_dir.is_dir():
         raise CheckpointError(f"checkpoints directory {checkpoints_dir} does not exist; train runs first or pass "
                               "--checkpoints DIR")
-    if workers < 1 or threads < 0:
+    if (workers is not None and workers < 1) or threads < 0:
         raise PicoError(f"--workers must be >= 1 and --threads >= 0; got {workers} and {threads}")
+    # Ray is joined before anything is written: a cluster this machine cannot join is a user mistake
+    with ray_session(address, resources.cpu_cores()) if backend == "ray" else contextlib.nullcontext():
+        return _analyze_runs(checkpoints_dir, out_root, workers, skip_existing, device, max_new_tokens, threads,
+                             backend, address)
+
+
+def _analyze_runs(checkpoints_dir: Path, out_root: Path, workers: int | None, skip_existing: bool, device: str,
+                  max_new_tokens: int, threads: int, backend: str, address: str | None) -> pd.DataFrame:
+    """analyze_all once its settings are checked (and Ray joined)."""
     table_path = out_root / TABLE_NAME
     tally: dict[str, Any] = {"analyzed": [], "up_to_date": [], "skipped": {}, "failed": {}}
     todo: list[Path] = []
@@ -406,17 +432,21 @@ def analyze_all(checkpoints_dir: str | Path = "checkpoints", out_root: str | Pat
         else:
             todo.append(run_dir)
     upsert_rows(out_root, restore)  # also creates the database (importing an older csv) before workers start
-    n_jobs = max(1, min(workers, len(todo)))
-    if device.startswith("cpu") and n_jobs > resources.cpu_cores():
-        n_jobs, note = resources.cap_workers(workers)
-        log.warning(note)
-    log.info(f"analysing {len(todo)} run(s) with {n_jobs} worker(s); {len(tally['up_to_date'])} up to date, "
+    n_jobs = max(1, min(workers or (1 if backend == "local" else len(todo)), len(todo)))
+    here = backend == "local" or not address  # a cluster's tasks run on its nodes, not on this CPU
+    if here and device.startswith("cpu") and n_jobs > resources.cpu_cores():
+        n_jobs, note = resources.cap_workers(workers or n_jobs)
+        if workers:
+            log.warning(note)
+    how = (f"{n_jobs} worker(s)" if backend == "local"
+           else f"Ray tasks of {threads or 1} CPU(s), {n_jobs} at most at once")
+    log.info(f"analysing {len(todo)} run(s) with {how}; {len(tally['up_to_date'])} up to date, "
              f"{len(tally['skipped'])} skipped")
 
     if todo:
         previous_threads = torch.get_num_threads()
-        with resources.registered("analyze", n_jobs) as job:
-            results = _analysis_results(todo, n_jobs, out_root, device, threads, max_new_tokens, job)
+        with resources.registered("analyze", n_jobs) if here else contextlib.nullcontext() as job:
+            results = _analysis_results(todo, n_jobs, out_root, device, threads, max_new_tokens, job, backend)
             try:
                 for run_dir, (outcome, message) in tqdm(results, total=len(todo), desc="analyze",
                                                         dynamic_ncols=True):

@@ -3,6 +3,7 @@
     picollm pipeline --fast                  # every family on Tiny Shakespeare, < 5 min on 2 cores
     picollm pipeline --preset pico --n_runs 40 --workers 4
     picollm pipeline --space my_space.yaml --device cuda --runs_per_gpu 4
+    picollm pipeline --preset pico --backend ray --address HEAD:6379 --out_dir /shared/ck --analysis_dir /shared/an
 
 Every stage is idempotent: running the same command again retrains nothing, re-analyses nothing and redraws
 nothing (finished runs, up-to-date analyses and plots are skipped), so it also finishes an interrupted
@@ -82,9 +83,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     setup_logging("analyze", args.log_dir)
     t = time.perf_counter()
-    table = analyze_all(args.out_dir, args.analysis_dir, workers=args.workers or available_cores(),
-                        skip_existing=args.skip_existing, device=args.device or "cpu",
-                        max_new_tokens=args.max_new_tokens)
+    # on the batch's backend: a batch trained on Ray is analysed there (--workers: runs at once at most)
+    workers = args.workers or (available_cores() if args.backend == "local" else None)
+    table = analyze_all(args.out_dir, args.analysis_dir, workers=workers, skip_existing=args.skip_existing,
+                        device=args.device or "cpu", max_new_tokens=args.max_new_tokens, backend=args.backend,
+                        address=args.address)
     timings["analyze"] = time.perf_counter() - t
     tally = table.attrs.get("tally", {})
 

@@ -35,10 +35,11 @@ from picollm.config import RunConfig
 from picollm.core import resources
 from picollm.core.errors import ConfigError
 from picollm.core.log import get_logger, setup_logging
+from picollm.core.ray_tasks import import_ray
 from picollm.data.corpora import ensure_corpus
 from picollm.runs.layout import FINISHED, read_status, remove_leftovers
 from picollm.sweep.backends.local import LocalPool
-from picollm.sweep.backends.ray import RayPool, import_ray
+from picollm.sweep.backends.ray import RayPool
 from picollm.sweep.dry_run import print_plan
 from picollm.sweep.jobs import BatchReport, Job, Outcome, mark_dead_run
 from picollm.sweep.manifest import Manifest, batch_lock, manifest_path

@@ -2,7 +2,8 @@
 worker process or a Ray task, and never raises: errors come back as 'failed'), its Outcome, and the BatchReport.
 
 A worker process is not the batch's process: a model family registered at run time (register_family) exists
-only where it was registered, so the batch sends its families along (adopt_families) with every worker.
+only where it was registered, so the batch sends its families along (picollm.models.families_initializer) with
+every worker and every Ray task.
 """
 
 from __future__ import annotations
@@ -10,19 +11,16 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import time
 import traceback
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from picollm.config import RunConfig
 from picollm.core.errors import PicoError
-from picollm.core.log import capture_records, get_logger
+from picollm.core.log import get_logger
 from picollm.core.text import format_table
-from picollm.models import Family, adopt_families
 from picollm.runs.layout import mark_stopped_training, read_status
 from picollm.sweep.tuning import pruning_callback
 
@@ -127,17 +125,6 @@ def run_job(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bo
         shutil.rmtree(old, ignore_errors=True)
     result["seconds"] = time.perf_counter() - start
     return result
-
-
-def run_job_logged(cfg_dict: dict[str, Any], stop_at_step: int | None = None, fresh: bool = False,
-                   trial: dict[str, Any] | None = None, families: Iterable[Family] = ()) -> dict[str, Any]:
-    """run_job for a Ray task, returning the run's log records under "log" too: a task's logging stays in
-    its own process, possibly on another node, so the batch replays them into its log. families: the
-    batch's model families (adopt_families)."""
-    adopt_families(families)
-    with capture_records() as records:
-        result = run_job(cfg_dict, stop_at_step, fresh, trial)
-    return {**result, "log": records, "host": socket.gethostname()}
 
 
 def failed_result(reason: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from picollm.config import add_config_args, config_overrides
 from picollm.core.errors import ConfigError
+from picollm.core.ray_tasks import BACKENDS, check_backend
 from picollm.core.settings import add_settings_args, setting, settings_from_args, validate_settings
 from picollm.sweep.samplers import SAMPLERS
 from picollm.sweep.space import DEFAULT_PRESET, preset_names
@@ -46,7 +47,7 @@ class BatchSettings:
                             "batch's wall time (0 = off)", bounds="[0, inf)")
     out_dir: str = setting("checkpoints", "root directory of run directories")
     log_dir: str = setting("logs", "where the batch log and manifest go")
-    backend: str = setting("local", "local processes or Ray tasks", choices=("local", "ray"))
+    backend: str = setting("local", "local processes or Ray tasks", choices=BACKENDS)
     address: str | None = setting(None, "Ray cluster HOST:PORT to join (--backend ray; default: a local Ray)",
                                   kind=str)
     gpus_per_run: float | None = setting(None, "Ray: GPUs reserved per run, e.g. 0.25 packs 4 per GPU",
@@ -59,8 +60,7 @@ class BatchSettings:
 
     def __post_init__(self) -> None:
         validate_settings(self)
-        if self.address and self.backend != "ray":
-            raise ConfigError("--address joins a Ray cluster: add --backend ray")
+        check_backend(self.backend, self.address)
         if self.estimate and not self.dry_run:
             raise ConfigError("--estimate times the configs of a dry run: add --dry_run")
         parse_objectives(self.objectives)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from picollm.config import RunConfig
-from picollm.core import resources
+from picollm.core import ray_tasks, resources
 from picollm.core.errors import ConfigError
 from picollm.models import Family, register_family, unregister_family
 from picollm.runs.layout import list_runs, read_json, read_status
@@ -428,6 +428,7 @@ def test_a_ray_cluster_that_wants_a_token_is_one_line_naming_the_fix(monkeypatch
     if ray.is_initialized():
         pytest.skip("a Ray instance is already running in this process")
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setattr(ray_tasks, "_listening", lambda address: None)  # no head:6379 here; ray.init is faked
     monkeypatch.setattr(ray, "init", refused_by_token_auth)
     with pytest.raises(ConfigError) as err:
         RayPool(1, 0.0, "head:6379", 1)
