@@ -105,7 +105,7 @@ def check_parts(ckpt: dict[str, Any], path: Path, require: tuple[str, ...]) -> N
     wrong = [k for k, kinds in PART_TYPES.items()
              if k in ckpt and (not isinstance(ckpt[k], kinds) or isinstance(ckpt[k], bool))]
     if wrong:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({', '.join(f'{k} is a {type(ckpt[k]).__name__}' for k in wrong)}); "
+        raise CheckpointError(f"checkpoint {path} is corrupt ({', '.join(f'{k} is of type {type(ckpt[k]).__name__}' for k in wrong)}); "
                               f"{DELETE_CHECKPOINT}")
 
 
