@@ -267,6 +267,8 @@ def analyze_run(run_dir: str | Path, out_root: str | Path = "analysis_runs", dev
     dev = resolve_device(device)
     config = read_json(run_dir / "config.json")
     status = read_status(run_dir)
+    if status["status"] == "corrupt":  # what the run's row would say of it is unknown
+        raise CheckpointError(status["reason"])
     metrics = read_metrics(run_dir)
     cfg, tokenizer, model, best_ckpt = load_run(run_dir, "best", device=str(dev))
     require_corpus(run_dir, cfg)
@@ -326,6 +328,20 @@ def is_up_to_date(run_dir: Path, out_root: Path) -> bool:
         return False
     checkpoints = [run_dir / f for f in ("best.pt", "last.pt") if (run_dir / f).exists()]
     return all(summary.stat().st_mtime > c.stat().st_mtime for c in checkpoints)
+
+
+def _summary_row(path: Path) -> dict[str, Any] | None:
+    """The table row kept in an analysis's summary.json, or None (with a warning) when the file is damaged: the
+    run is then analysed again, which writes it anew."""
+    try:
+        row = read_json(path, fix="analysing the run again").get("row")
+    except CheckpointError as e:
+        log.warning(f"warning: {e}")
+        return None
+    if not isinstance(row, dict):
+        log.warning(f"warning: {path} has no table row; analysing the run again")
+        return None
+    return row
 
 
 def analyze_one(out_root: Path, device: str, max_new_tokens: int, run_dir: Path,
@@ -425,10 +441,11 @@ def _analyze_runs(checkpoints_dir: Path, out_root: Path, workers: int | None, sk
         if reason:
             tally["skipped"][run_dir.name] = reason
             log.info(f"{run_dir.name}: skipped, {reason}")
-        elif skip_existing and is_up_to_date(run_dir, out_root):
+        elif skip_existing and is_up_to_date(run_dir, out_root) and (
+                run_dir.name in in_table or (row := _summary_row(out_root / run_dir.name / "summary.json"))):
             tally["up_to_date"].append(run_dir.name)
             if run_dir.name not in in_table:
-                restore.append(read_json(out_root / run_dir.name / "summary.json")["row"])
+                restore.append(row)
         else:
             todo.append(run_dir)
     upsert_rows(out_root, restore)  # also creates the database (importing an older csv) before workers start

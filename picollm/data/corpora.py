@@ -250,7 +250,7 @@ def read_text_file(path: Path, what: str = "corpus file") -> str:
     """A UTF-8 text file's content; a binary, non-UTF-8 or empty file is a one-line DataError saying what to do."""
     data = Path(path).read_bytes()
     if b"\0" in data[:1 << 16]:  # text never holds NUL bytes; binaries (executables, archives) almost always do
-        raise DataError(f"{what} {path} is a binary file, not text; give a plain UTF-8 .txt file")
+        raise DataError(f"{what} {path} is a binary file, not text; give a plain UTF-8 {Path(path).suffix or '.txt'} file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

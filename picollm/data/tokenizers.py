@@ -309,8 +309,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         return tokenizer_from_dict(d)
     except FileNotFoundError:
         raise CheckpointError(f"tokenizer file {path} not found; the run directory is incomplete, retrain it") from None
-    except CheckpointError:
-        raise
+    except CheckpointError as e:  # an unknown tokenizer type
+        raise CheckpointError(f"tokenizer file {path} is corrupt ({str(e).split(';')[0]}); delete the run and retrain") from None
     except Exception as e:  # bad JSON, missing keys, a tokenizers-library parse error
         reason = " ".join(str(e).split())[:200]
         raise CheckpointError(f"tokenizer file {path} is corrupt ({type(e).__name__}: {reason}); delete the run and retrain") from None

@@ -25,7 +25,7 @@ from picollm.core.atomic import atomic_torch_save
 from picollm.core.errors import CheckpointError
 from picollm.core.version import __version__
 from picollm.models import build_model
-from picollm.runs.layout import read_json
+from picollm.runs.layout import RETRAIN, read_json
 from picollm.runs.portable import locate_corpus
 
 if TYPE_CHECKING:
@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 #: the step recorded for a version-0 file without one (picollm always wrote it; a hand-made file may not)
 UNKNOWN_STEP = -1
+#: what resuming needs of a last.pt (write_last's parts); best.pt needs only "model"
+LAST_KEYS = ("model", "optimizer", "train_state", "metrics", "train_log", "carry_state", "rng", "step", "fingerprint")
+#: the types of a checkpoint's parts where they are present (a file of the right format with a part of the wrong
+#: type is as damaged as a truncated one)
+PART_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (dict,), "optimizer": (dict,), "train_state": (dict,), "metrics": (list,), "train_log": (list,),
+    "rng": (dict,), "step": (int,), "fingerprint": (str, type(None))}
+#: what a damaged checkpoint's error tells the user to do
+DELETE_CHECKPOINT = "delete it to retrain from scratch"
 
 
 def checkpoint_path(run_dir: Path | str, which: str) -> Path:
@@ -89,9 +98,29 @@ def upgrade(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def check_parts(ckpt: dict[str, Any], path: Path, require: tuple[str, ...]) -> None:
+    """A one-line CheckpointError for a checkpoint that lacks a part in `require` or holds one of the wrong type."""
+    missing = [k for k in require if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} has no {', '.join(missing)}; {DELETE_CHECKPOINT}")
+    wrong = [k for k, kinds in PART_TYPES.items()
+             if k in ckpt and (not isinstance(ckpt[k], kinds) or isinstance(ckpt[k], bool))]
+    if wrong:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({', '.join(f'{k} is of type {type(ckpt[k]).__name__}' for k in wrong)}); "
+                              f"{DELETE_CHECKPOINT}")
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether the file is what torch.save writes, a zip archive or (before torch 1.6) a pickle stream."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"  # pickle's PROTO opcode, which protocols 2 and up begin with
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu",
+                    require: tuple[str, ...] = ("model",)) -> dict[str, Any]:
     """A checkpoint in the current shape, read with torch.load(weights_only=True); a missing, corrupt, unsafe
-    or too new file is a one-line CheckpointError."""
+    or too new file, or one without the parts in `require` (LAST_KEYS to resume), is a one-line CheckpointError."""
     import torch  # here, not at the top: this module imports without torch, like the rest of runs/
 
     path = Path(path)
@@ -102,7 +131,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
+        if "Weights only load failed" not in str(e) or not _is_pickle(path):  # a PNG, a JSON file, ...
             raise CheckpointError(f"checkpoint {path} is corrupt or not a picollm checkpoint (UnpicklingError); "
                                   "delete it to retrain from scratch") from None
         raise CheckpointError(f"checkpoint {path} is not a plain weights file: it holds Python objects that could "
@@ -113,14 +142,24 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
                               f"({e.__class__.__name__}); delete it to retrain from scratch") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no model weights; delete it to retrain from scratch")
-    return upgrade(ckpt, path)
+    ckpt = upgrade(ckpt, path)
+    check_parts(ckpt, path, require)
+    return ckpt
 
 
 def load_config(run_dir: Path | str) -> RunConfig:
     """The RunConfig a run was trained with (its config.json), its corpus file found where the run was moved
-    (picollm.runs.portable)."""
-    record = read_json(Path(run_dir) / "config.json")
-    return locate_corpus(Path(run_dir), RunConfig.from_record(record), record.get("fingerprint"))
+    (picollm.runs.portable); a damaged config.json is a one-line CheckpointError."""
+    path = Path(run_dir) / "config.json"
+    record = read_json(path)
+    missing = [k for k in ("model", "corpus") if not isinstance(record.get(k), str)]
+    if missing:
+        raise CheckpointError(f"{path} has no {' or '.join(missing)} (not a config picollm wrote); {RETRAIN}")
+    try:
+        cfg = RunConfig.from_record(record)
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError: a setting of the wrong type or range
+        raise CheckpointError(f"{path} is corrupt ({' '.join(str(e).split())}); {RETRAIN}") from None
+    return locate_corpus(Path(run_dir), cfg, record.get("fingerprint"))
 
 
 def load_run(run_dir: Path | str, which: str = "best", device: str = "cpu"):

@@ -31,25 +31,48 @@ INTERRUPTED_REASON = "interrupted (Ctrl-C, or the batch that ran it stopped); ru
 PROGRESS_KEYS = ("step", "max_steps", "best_val_loss", "best_step", "train_seconds")
 
 
-def read_json(path: Path) -> dict:
-    """Read a JSON file written by picollm; a missing or corrupt file is a one-line CheckpointError."""
+#: what a damaged run file's error tells the user to do, unless the file has a better fix
+RETRAIN = "delete the run directory and retrain"
+#: a damaged status.json: training the run again resumes it from last.pt (a finished one ends at once) and
+#: writes the file anew
+STATUS_FIX = "run its training command (or batch) again: it resumes from last.pt and rewrites the file"
+#: the types status.json's fields must have where they are present (the batch and the analysis compute with them)
+STATUS_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,), "reason": (str,), "step": (int,), "max_steps": (int,), "best_step": (int, type(None)),
+    "best_val_loss": (int, float, type(None)), "train_seconds": (int, float, type(None))}
+
+
+def read_json(path: Path, fix: str = RETRAIN) -> dict:
+    """Read a JSON object written by picollm; a missing or corrupt file, or one holding another JSON value, is a
+    one-line CheckpointError that ends with `fix`."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: not a complete picollm run (re-run training for it)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete the run directory and retrain") from None
+        raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); {fix}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} is corrupt (a JSON {type(value).__name__}, not a JSON object); {fix}")
+    return value
 
 
 def read_status(run_dir: Path) -> dict:
-    """status.json as a dict; {'status': 'new'} when the run has not started."""
+    """status.json as a dict; {'status': 'new'} when the run has not started, and {'status': 'corrupt', 'reason':
+    what is wrong and the fix} when it cannot be read or its fields are not what picollm writes."""
     path = Path(run_dir) / "status.json"
     if not path.exists():
         return {"status": "new"}
     try:
-        return read_json(path)
-    except CheckpointError:
-        return {"status": "corrupt"}
+        record = read_json(path, STATUS_FIX)
+    except CheckpointError as e:
+        return {"status": "corrupt", "reason": str(e)}
+    wrong = [k for k, kinds in STATUS_TYPES.items()
+             if k in record and (not isinstance(record[k], kinds) or isinstance(record[k], bool))]
+    if record.get("status") not in STATUSES or wrong:
+        what = (f"{', '.join(wrong)} of the wrong type" if wrong else
+                f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}")
+        return {"status": "corrupt", "reason": f"{path} is corrupt ({what}); {STATUS_FIX}"}
+    return record
 
 
 def status_record(run_dir: Path, status: str, reason: str = "", **extra: Any) -> dict:
@@ -113,16 +136,25 @@ def write_train_log(run_dir: Path, rows: list[dict]) -> None:
 
 
 def read_train_log(run_dir: Path | str):
-    """train_log.csv as a DataFrame, or None for a run trained before it existed (or a broken file: the log is
-    a finer view of the curves, never needed for a result)."""
+    """train_log.csv as a DataFrame, or None for a run trained before it existed, or without rows; a damaged file
+    is None too, with a one-line warning (the log is a finer view of the curves, never needed for a result)."""
     import pandas as pd  # pandas only for the metric files: a dry run reads statuses and configs without it
 
     path = Path(run_dir) / "train_log.csv"
+    if not path.exists():
+        return None
     try:
         log = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
+    except (OSError, ValueError, pd.errors.ParserError) as e:  # ValueError: also bytes that are not UTF-8
+        problem = e.__class__.__name__
+    else:
+        missing = [c for c in TRAIN_LOG_COLUMNS if c not in log.columns]
+        text = [c for c in TRAIN_LOG_COLUMNS if c in log.columns and not pd.api.types.is_numeric_dtype(log[c])]
+        problem = f"no {', '.join(missing)} column" if missing else f"text in {', '.join(text)}" if text else ""
+    if problem:
+        get_logger().warning(f"warning: {path} is unreadable ({problem}); the curves are drawn from metrics.csv")
         return None
-    return log if set(TRAIN_LOG_COLUMNS) <= set(log.columns) and len(log) else None
+    return log if len(log) else None
 
 
 def read_metrics(run_dir: Path | str):
@@ -159,6 +191,11 @@ def read_metrics(run_dir: Path | str):
         raise CheckpointError(f"{path} is corrupt ({e.__class__.__name__}); delete the run directory and retrain") from None
     if metrics.empty:
         raise CheckpointError(f"{path} has no metric rows; delete the run directory and retrain")
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    text = [c for c in METRIC_COLUMNS if c in metrics.columns and not pd.api.types.is_numeric_dtype(metrics[c])]
+    if missing or text:
+        what = f"no {', '.join(missing)} column" if missing else f"text where numbers belong in {', '.join(text)}"
+        raise CheckpointError(f"{path} is corrupt ({what}); delete the run directory and retrain")
     return metrics
 
 

@@ -19,8 +19,8 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterable
-from contextlib import closing
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,10 @@ TEXT_COLUMNS = frozenset(["run", "run_dir", "fingerprint", "model", "status", "s
 _NA_WORDS = frozenset(["", "nan", "-nan", "na", "n/a", "#n/a", "null", "none", "<na>"])
 _SHOWN_LINES = 3  # bad lines named per problem, so a table of garbage still gives a one-line error
 _TABLE_FIX = "delete those rows, or delete the file and re-run analyze_all_checkpoints.py to rebuild it"
+#: the fix for a runs.sqlite that cannot be read: never replaced silently, since it may hold the only copy of
+#: rows; deleted, the next analysis makes it again from runs.csv beside it (its last export) and the runs'
+#: analyses (analysis_runs/<run>/summary.json)
+_DB_FIX = "delete it and run `picollm analyze-all` again to rebuild it from runs.csv and the runs' analyses"
 
 
 def _line_list(lines: list[int]) -> str:
@@ -173,6 +177,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+@contextmanager
+def _damage_is_one_line(db: Path) -> Iterator[None]:
+    """SQLite's errors for a database that is not the table of runs (not a database at all, cut off, another
+    schema, cells that are not JSON objects) as one CheckpointError naming it and the fix. A busy or full
+    database is not damage: those errors pass through."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if not str(e).startswith(("no such table", "no such column", "table runs has no column")):
+            raise
+        raise CheckpointError(f"{db} is not a table of runs ({e}); {_DB_FIX}") from None
+    except (sqlite3.DatabaseError, ValueError, TypeError) as e:  # "file is not a database", "... malformed"
+        raise CheckpointError(f"{db} is damaged ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                              f"{_DB_FIX}") from None
+
+
 def _connect(db: Path) -> sqlite3.Connection:
     con = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     con.execute("PRAGMA synchronous=NORMAL")  # in WAL mode a crash still leaves the database consistent
@@ -203,6 +223,8 @@ def _create(analysis_dir: Path) -> None:
     with FileLock(analysis_dir / f".{DB_NAME}.lock"):
         if db.exists():
             return
+        for orphan in (f"{DB_NAME}-wal", f"{DB_NAME}-shm"):  # a deleted database's log: SQLite would replay it
+            (analysis_dir / orphan).unlink(missing_ok=True)  # into the new one
         tmp = analysis_dir / f".{DB_NAME}.tmp"
         tmp.unlink(missing_ok=True)
         with closing(_connect(tmp)) as con:
@@ -227,7 +249,9 @@ def upsert_rows(analysis_dir: str | Path, rows: list[dict[str, Any]]) -> None:
         analysis_dir.mkdir(parents=True, exist_ok=True)
         _create(analysis_dir)
     if rows:
-        _write(_shared_connection(analysis_dir / DB_NAME), [(str(r["run"]), _row_cells(r)) for r in rows])
+        db, items = analysis_dir / DB_NAME, [(str(r["run"]), _row_cells(r)) for r in rows]
+        with _damage_is_one_line(db):
+            _write(_shared_connection(db), items)
 
 
 def _write(con: sqlite3.Connection, items: list[tuple[str, str]]) -> None:
@@ -258,13 +282,16 @@ def _legacy_rows(csv_path: Path) -> list[tuple[str, str]]:
 
 def _export_text(analysis_dir: Path) -> str:
     """The csv text of every row in the database, sorted by run."""
-    items = _shared_connection(analysis_dir / DB_NAME).execute("SELECT cells FROM runs ORDER BY run").fetchall()
+    db = analysis_dir / DB_NAME
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(TABLE_COLUMNS)
-    for (cells,) in items:
-        d = json.loads(cells)
-        writer.writerow([d.get(c, "") for c in TABLE_COLUMNS])
+    with _damage_is_one_line(db):
+        for (cells,) in _shared_connection(db).execute("SELECT cells FROM runs ORDER BY run").fetchall():
+            d = json.loads(cells)
+            if not isinstance(d, dict):
+                raise ValueError(f"a row's cells are a JSON {type(d).__name__}, not an object")
+            writer.writerow([d.get(c, "") for c in TABLE_COLUMNS])
     return out.getvalue()
 
 
@@ -274,7 +301,7 @@ def export_table(analysis_dir: str | Path) -> Path:
     path = analysis_dir / TABLE_NAME
     if (analysis_dir / DB_NAME).exists():
         text = _export_text(analysis_dir)
-        if not path.exists() or path.read_text() != text:  # unchanged rows leave the file (and its mtime) alone
+        if not path.exists() or path.read_bytes() != text.encode():  # unchanged rows leave the file (and its mtime) alone
             atomic_write_text(path, text)
     return path
 

@@ -4,7 +4,7 @@
                                        run, &b=NAME puts a second one beside it
     GET  /assets/playground.js|.css    the page's script and style, from the package: nothing else is fetched
     GET  /api/runs                     {"runs": [{run, model, corpus, params, val_loss, status, step,
-                                                   checkpoints}]}
+                                                   reason, checkpoints}]}
     GET  /api/runs/NAME                one of them
     POST /api/runs/NAME/generate       {"prompt", "checkpoint", "settings"} -> text/event-stream of
                                        start, token (one per token: piece, token, id, logprob, alternatives,

@@ -130,11 +130,12 @@ def _summary(run_dir: str, stamp: tuple[int, ...]) -> dict[str, Any]:
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
-    """What the run list shows of a run: family, corpus, parameters, val loss, status, checkpoints."""
+    """What the run list shows of a run: family, corpus, parameters, val loss, status (and why: a damaged file
+    makes it 'corrupt', with the file and the fix), checkpoints."""
     stamp = tuple((run_dir / f).stat().st_mtime_ns if (run_dir / f).exists() else 0
                   for f in ("config.json", "status.json", "metrics.csv"))
     s = _summary(str(run_dir), stamp)
-    row = {k: _finite(s.get(k)) for k in ("model", "corpus", "params", "val_loss", "status", "step")}
+    row = {k: _finite(s.get(k)) for k in ("model", "corpus", "params", "val_loss", "status", "step", "reason")}
     row["checkpoints"] = [c for c in CHECKPOINTS if (run_dir / f"{c}.pt").is_file()]
     return {"run": run_dir.name, **row}
 

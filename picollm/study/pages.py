@@ -343,7 +343,7 @@ def run_page(row: dict[str, Any], analysis_dir: Path, run_dir: Path | None, metr
     summary: dict = {}
     if (out / "summary.json").exists():
         try:
-            summary = read_json(out / "summary.json")
+            summary = read_json(out / "summary.json", fix="analyse the run again (picollm analyze-all) to rewrite it")
         except CheckpointError as e:
             log.warning(f"warning: {e}; its run page shows the table row only")
     gens = out / "generations.jsonl"

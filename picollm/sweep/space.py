@@ -298,7 +298,11 @@ def load_space(preset: str | None = None, path: str | Path | None = None) -> Spa
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())} or pass --space FILE")
         path = PRESETS_DIR / f"{name}.yaml"
     path = Path(path)
-    return Space.from_dict(read_space_file(path), name=path.stem)
+    data = read_space_file(path)
+    try:
+        return Space.from_dict(data, name=path.stem)
+    except ConfigError as e:  # "space <name>: ..." names the space; the user looks for the file
+        raise ConfigError(f"{e} (in {path})") from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picollm.config import RunConfig
-from picollm.core.errors import ConfigError
+from picollm.core.errors import CheckpointError, ConfigError
 from picollm.core.log import get_logger
 from picollm.runs.layout import FINISHED, read_status, run_summary
 
@@ -83,6 +83,31 @@ def check_settings(sampler: str, pruner: str, objectives: list[str]) -> None:
 
 def journal_path(out_dir: Path, space_name: str) -> Path:
     return Path(out_dir) / ".optuna" / f"{space_name}.journal"
+
+
+#: the fix for a damaged journal: the search starts again, and the trials it suggests again find their runs
+#: finished on disk (told their results, not retrained)
+JOURNAL_FIX = "delete it to start the search again (the runs it trained are kept and not trained again)"
+
+
+def check_journal(path: Path) -> None:
+    """A one-line ConfigError unless the journal is one Optuna can replay: every line a JSON object with an
+    integer op_code, the last line complete. Optuna stops on a bad line with a traceback, and appends after a
+    line cut off mid-write, which makes the file unreadable for good. An empty journal is a new study."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    lines = data.splitlines()
+    for number, line in enumerate(lines, 1):
+        if number == len(lines) and not data.endswith(b"\n"):
+            raise ConfigError(f"the Optuna journal {path} ends in a line cut off mid-write; {JOURNAL_FIX}")
+        try:
+            entry = json.loads(line)
+        except ValueError:  # not JSON, or bytes that are not text
+            raise ConfigError(f"the Optuna journal {path} is damaged (line {number} is not JSON); {JOURNAL_FIX}") from None
+        if not isinstance(entry, dict) or type(entry.get("op_code")) is not int:
+            raise ConfigError(f"the Optuna journal {path} is damaged (line {number} is not an Optuna operation); "
+                              f"{JOURNAL_FIX}")
 
 
 def storage(path: Path):
@@ -279,7 +304,11 @@ class OptunaSearch:
         """(Optuna state name, objective values) of a run that has stopped training."""
         run_dir = Path(cfg.out_dir) / cfg.run_name()
         status = read_status(run_dir)["status"]
-        row = run_summary(run_dir) if (run_dir / "config.json").exists() else {}
+        try:
+            row = run_summary(run_dir) if (run_dir / "config.json").exists() else {}
+        except CheckpointError as e:  # a damaged run file fails this trial only
+            log.warning(f"warning: {cfg.run_name()}: {e}; its trial is told it failed")
+            return "FAIL", None
         if status == "stopped":
             return "PRUNED", None
         if status != "done" or row.get("val_loss") is None or not math.isfinite(row["val_loss"]):
@@ -309,9 +338,12 @@ def open_search(out_dir: Path, space: Space, sampler: str, seed: int, pruner: st
     """The search over the space, its Optuna study in <out_dir>/.optuna (created, or loaded to continue)."""
     optuna = import_optuna()
     journal = journal_path(out_dir, space.name)
-    study = optuna.create_study(study_name=space.name, storage=storage(journal), load_if_exists=True,
-                                sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner),
-                                directions=["minimize"] * len(objectives))
+    try:
+        study = optuna.create_study(study_name=space.name, storage=storage(journal), load_if_exists=True,
+                                    sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner),
+                                    directions=["minimize"] * len(objectives))
+    except (KeyError, IndexError, TypeError, AttributeError) as e:  # operations check_journal cannot see are wrong
+        raise ConfigError(f"the Optuna journal {journal} is damaged ({e.__class__.__name__}: {e}); {JOURNAL_FIX}") from None
     if study.user_attrs.get("objectives", objectives) != objectives:
         raise ConfigError(f"the study in {journal} optimises {','.join(study.user_attrs['objectives'])}; use the "
                           "same --objectives, or another --out_dir")

@@ -38,7 +38,8 @@
     var tr = el("tr");
     tr.dataset.run = r.run;
     var name = el("td", r.run, "text name");
-    name.title = [r.corpus, r.status, r.step ? "step " + r.step : ""].filter(Boolean).join(", ");
+    name.title = [r.corpus, r.status, r.step ? "step " + r.step : "", r.status === "corrupt" ? r.reason : ""]
+      .filter(Boolean).join(", ");
     tr.append(name, el("td", r.model, "text"), el("td", fmtParams(r.params)), el("td", fmtLoss(r.val_loss)));
     var cell = el("td", null, "pick");
     ["a", "b"].forEach(function (p) {

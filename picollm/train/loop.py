@@ -34,7 +34,7 @@ from picollm.data import batching as data_mod
 from picollm.data.tokenizers import Tokenizer, load_tokenizer
 from picollm.models import build_model
 from picollm.models.base import LanguageModel, State, detach_state, map_state
-from picollm.runs.checkpoint import checkpoint_path, load_checkpoint, write_best, write_last
+from picollm.runs.checkpoint import LAST_KEYS, checkpoint_path, load_checkpoint, write_best, write_last
 from picollm.runs.events import write_run_events
 from picollm.runs.layout import (
     FINISHED,
@@ -342,7 +342,7 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
               Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens)
     resuming = checkpoint_path(run_dir, "last").exists()
     if resuming:
-        run.restore(load_checkpoint(checkpoint_path(run_dir, "last"), map_location=device))
+        run.restore(load_checkpoint(checkpoint_path(run_dir, "last"), map_location=device, require=LAST_KEYS))
         write_metrics(run_dir, run.rows)  # rows after last.pt (if any) are dropped: they will be recomputed
         write_train_log(run_dir, run.log_rows)
         log.info(f"{run_dir.name}: resuming at step {run.ts.step}/{run.max_steps}")

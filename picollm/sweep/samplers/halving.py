@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picollm.config import RunConfig
-from picollm.core.errors import ConfigError
+from picollm.core.errors import CheckpointError, ConfigError
 from picollm.core.log import get_logger
 from picollm.runs.layout import PROGRESS_KEYS, read_metrics, read_status, write_status
 from picollm.sweep.jobs import Job, Outcome
@@ -61,9 +61,13 @@ def rung_budget(fraction: float, total_steps: int, eval_interval: int) -> int:
 
 def best_val_loss_until(run_dir: Path, step: int) -> float:
     """Lowest validation loss of a run among its evaluations at steps 1..step (inf if none)."""
-    if not (Path(run_dir) / "metrics.csv").exists() or read_status(run_dir)["status"] in ("failed", "diverged"):
+    if not (Path(run_dir) / "metrics.csv").exists() or read_status(run_dir)["status"] in ("failed", "diverged",
+                                                                                        "corrupt"):
         return math.inf
-    m = read_metrics(run_dir)
+    try:
+        m = read_metrics(run_dir)
+    except CheckpointError:  # a damaged metrics.csv ranks its run last, like a failed run
+        return math.inf
     losses = m.loc[(m["step"] > 0) & (m["step"] <= step), "val_loss"].dropna()
     return float(losses.min()) if len(losses) else math.inf
 

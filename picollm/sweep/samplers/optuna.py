@@ -13,7 +13,15 @@ from picollm.config import RunConfig
 from picollm.sweep.jobs import Job, Outcome
 from picollm.sweep.samplers.base import Sampler, SamplerOptions
 from picollm.sweep.samplers.random import random_configs
-from picollm.sweep.tuning import OptunaSearch, TrialRun, check_settings, open_search, parse_objectives
+from picollm.sweep.tuning import (
+    OptunaSearch,
+    TrialRun,
+    check_journal,
+    check_settings,
+    journal_path,
+    open_search,
+    parse_objectives,
+)
 
 if TYPE_CHECKING:
     from picollm.sweep.manifest import Manifest
@@ -34,6 +42,7 @@ class OptunaSampler(Sampler):
 
     def check(self) -> None:
         check_settings(self.name, self.options.pruner, parse_objectives(self.options.objectives))
+        check_journal(journal_path(self.placement.out_dir, self.space.name))  # before the batch writes anything
 
     def plan(self) -> list[RunConfig]:
         if self._plan is None:
