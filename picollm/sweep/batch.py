@@ -221,17 +221,17 @@ def _train(st: BatchSettings, sp: Space, sampler: Sampler, res: Resources, fixed
     if fixed_threads:
         sampler.placement.threads = res.threads
     manifest = Manifest(out_dir, manifest_path(log_path), _header(st, sp, sampler, res, fixed, log_path))
-    sampler.start(manifest)
-    log.info(f"batch: {len(sampler.plan())} configs from space {sp.name} ({sampler.name}), {res.workers} {backend} "
-             f"workers x {res.threads} threads{'' if fixed_threads else ' (sized as each run starts)'}"
-             f"{', GPUs ' + ','.join(res.devices) if res.devices else ''}; manifest {manifest.path}")
 
     # a cluster's tasks run on its nodes: only a batch training here tells other jobs it uses this CPU
     here = backend == "local" or not address
     with resources.registered("batch", res.workers) if here else contextlib.nullcontext() as job:
         pool = pool or LocalPool(res.workers, fixed.get("threads") or 0, res.devices, log_path, job=job)
         runner = _Runner(pool, manifest, res.workers)
-        try:
+        try:  # from here on, whatever fails (a sampler's journal Optuna cannot replay, ...) frees the lock and pool
+            sampler.start(manifest)
+            log.info(f"batch: {len(sampler.plan())} configs from space {sp.name} ({sampler.name}), {res.workers} "
+                     f"{backend} workers x {res.threads} threads{'' if fixed_threads else ' (sized as each run starts)'}"
+                     f"{', GPUs ' + ','.join(res.devices) if res.devices else ''}; manifest {manifest.path}")
             if planned := sampler.planned():
                 for cfg in planned:
                     manifest.register(cfg, "planned")
