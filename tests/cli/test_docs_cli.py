@@ -24,5 +24,7 @@ def test_every_command_and_subcommand_has_a_section():
 
 def test_help_does_not_depend_on_the_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "40")
-    assert docs.help_text(["train"]) == docs.help_text(["train"])
+    narrow = docs.help_text(["train"])
+    monkeypatch.setenv("COLUMNS", "200")
+    assert docs.help_text(["train"]) == narrow
     assert max(map(len, docs.help_text(["train"]).splitlines())) <= int(docs.HELP_COLUMNS)
