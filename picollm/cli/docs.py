@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from picollm.cli.main import COMMANDS, main as picollm_main
+from picollm.cli.main import COMMANDS
+from picollm.cli.main import main as picollm_main
 
 CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 REGENERATE = "python -m picollm.cli.docs"
