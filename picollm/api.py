@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 def load_runs(analysis_dir: str | Path = "analysis_runs") -> pd.DataFrame:
     """The table of all analysed runs (runs.sqlite, else runs.csv, under analysis_dir): one row per run, a
     column per setting and metric, numbers as numbers. `picollm analyze-all` writes it."""
-    from picollm.runs.table import TABLE_NAME, read_table  # pandas: only once a table is asked for
+    from picollm.runs.table import DB_NAME, TABLE_NAME, read_table  # pandas: only once a table is asked for
 
     path = Path(analysis_dir) / TABLE_NAME
-    if not path.exists() and not (path.parent / "runs.sqlite").exists():
+    if not path.exists() and not (path.parent / DB_NAME).exists():
         raise CheckpointError(f"{analysis_dir} holds no table of runs; run `picollm analyze-all --out "
                               f"{analysis_dir}` first")
     return read_table(path)

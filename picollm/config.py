@@ -273,4 +273,5 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
-    return (base or RunConfig()).replace(**config_overrides(args)) if base else RunConfig(**config_overrides(args))
+    overrides = config_overrides(args)
+    return base.replace(**overrides) if base else RunConfig(**overrides)

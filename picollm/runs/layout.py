@@ -100,7 +100,12 @@ def mark_stopped_training(run_dir: Path, status: str, reason: str) -> None:
     after Ctrl-C or its batch's end, 'failed' when its worker died. A run that had already ended is left alone."""
     previous = read_status(run_dir)
     if previous["status"] == "running":
-        write_status(run_dir, status, reason, **{k: previous[k] for k in PROGRESS_KEYS if k in previous})
+        write_status(run_dir, status, reason, **progress_of(previous))
+
+
+def progress_of(status: dict) -> dict:
+    """The progress a status.json records (step, best loss, ...), to keep when its run's status changes."""
+    return {k: status[k] for k in PROGRESS_KEYS if k in status}
 
 
 def remove_leftovers(run_dir: Path) -> None:

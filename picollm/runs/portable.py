@@ -14,7 +14,7 @@ from pathlib import Path
 
 from picollm.config import RunConfig
 from picollm.core.errors import DataError
-from picollm.data.corpora import CORPORA, DATA_DIR_ENV
+from picollm.data.corpora import CORPORA, data_dir
 
 #: folders (separated by os.pathsep) searched for a moved run's corpus file, after the places beside the run
 CORPUS_PATH_ENV = "PICOLLM_CORPUS_PATH"
@@ -25,7 +25,7 @@ def _candidates(run_dir: Path, name: str) -> list[Path]:
     in $PICOLLM_DATA_DIR, or in the working directory."""
     folders = [run_dir.parent.parent, run_dir.parent]
     folders += [Path(p) for p in os.environ.get(CORPUS_PATH_ENV, "").split(os.pathsep) if p]
-    folders += [Path(os.environ[DATA_DIR_ENV])] if os.environ.get(DATA_DIR_ENV) else []
+    folders += [data_dir()] if data_dir() else []
     folders.append(Path.cwd())
     return [folder / name for folder in folders]
 

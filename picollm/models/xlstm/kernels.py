@@ -147,6 +147,14 @@ def mlstm_chunkwise(q, k, v, i, f, state=None, chunk_size: int = 64, eps: float 
 # ----------------------------------------------------------------------------------------------------------
 
 
+def slstm_empty_state(wx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The state before the first token, for pre-activations wx (T, NH, B, 4*DH): c = n = h = 0 and the
+    stabiliser m = -inf, each (NH, B, DH)."""
+    _, NH, B, G = wx.shape
+    zeros = wx.new_zeros(NH, B, G // 4)
+    return zeros, zeros, wx.new_full((NH, B, G // 4), -math.inf), zeros
+
+
 def slstm_scan(wx: Tensor, R: Tensor, state=None):
     """wx (T, NH, B, 4*DH): input pre-activations + bias, gates in the order i, f, z, o per head;
     R (NH, DH, 4*DH): headwise recurrent kernel (h_{t-1} of a head feeds only that head's gates);
@@ -154,11 +162,8 @@ def slstm_scan(wx: Tensor, R: Tensor, state=None):
 
     Runs the loop without autograd and backpropagates through time by hand (SLSTMScan): on CPU a step is
     a dozen small ops whose autograd bookkeeping would cost more than the arithmetic."""
-    T, NH, B, G = wx.shape
-    DH = G // 4
     if state is None:
-        zeros = wx.new_zeros(NH, B, DH)
-        state = (zeros, zeros, wx.new_full((NH, B, DH), -math.inf), zeros)
+        state = slstm_empty_state(wx)
     c0, n0, m0, h0 = state
     hs, c, n, m = SLSTMScan.apply(wx, R, c0, n0, m0, h0)
     return hs, (c, n, m, hs[-1])
@@ -170,8 +175,7 @@ def slstm_scan_reference(wx: Tensor, R: Tensor, state=None):
     T, NH, B, G = wx.shape
     DH = G // 4
     if state is None:
-        zeros = wx.new_zeros(NH, B, DH)
-        state = (zeros, zeros, wx.new_full((NH, B, DH), -math.inf), zeros)
+        state = slstm_empty_state(wx)
     c, n, m, h = state
     hs = []
     for t in range(T):

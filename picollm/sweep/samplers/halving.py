@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from picollm.config import RunConfig
 from picollm.core.errors import CheckpointError, ConfigError
 from picollm.core.log import get_logger
-from picollm.runs.layout import PROGRESS_KEYS, read_metrics, read_status, write_status
+from picollm.runs.layout import progress_of, read_metrics, read_status, write_status
 from picollm.sweep.jobs import Job, Outcome
 from picollm.sweep.planning import total_steps_of
 from picollm.sweep.samplers.base import SamplerOptions
@@ -133,8 +133,7 @@ class HalvingSampler(RandomSampler):
             if status["status"] in ("paused", "running"):
                 reason = (f"stopped by successive halving at step {self.budgets[name]}: val loss {losses[name]:.4f} "
                           f"ranked {rank} of {len(ranked)}")
-                keep = {k: status[k] for k in PROGRESS_KEYS if k in status}
-                write_status(run_dir, "stopped", reason, **keep)
+                write_status(run_dir, "stopped", reason, **progress_of(status))
                 manifest.record(cfg, f"rung {self.rung}/{len(self.rungs)}", "stopped", reason, 0.0)
         self.alive = ranked[: rung.n_keep]
         manifest.write()
