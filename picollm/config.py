@@ -106,7 +106,11 @@ class RunConfig:
     seed: int = setting(1337, "random seed for initialisation, batches and dropout", bounds="[0, 4294967295]")
     parent: str = setting("", "run directory whose best weights initialise this run (set by --continue_best)")
     # --- runtime (do not change results, not fingerprinted) ----------------------------------------
-    device: str = setting("cpu", "cpu, cuda, cuda:N or mps (bf16 autocast on cuda)")
+    device: str = setting("cpu", "cpu, cuda, cuda:N or mps")
+    # not fingerprinted, like the device: where a run trains, not what it learns; bf16's losses stay within the
+    # seed spread of fp32's (docs/results.md, "bf16"), and a resumed run keeps the precision it started with
+    precision: str = setting("auto", "bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with bf16 units "
+                             "(AVX512-BF16, AMX), fp32 elsewhere", choices=("auto", "fp32", "bf16"))
     compile: bool = setting(False, "torch.compile the model")
     out_dir: str = setting("checkpoints", "root directory of run directories")
     threads: int = setting(0, "torch CPU threads (0 = torch default)", bounds="[0, inf)")
@@ -248,10 +252,10 @@ OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale"
 #: settings whose default ("auto", or None for a number or a switch) is the family's recipe
 #: (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")
-RUNTIME_FIELDS = frozenset({"device", "compile", "out_dir", "threads", "progress", "log_interval"})
+RUNTIME_FIELDS = frozenset({"device", "precision", "compile", "out_dir", "threads", "progress", "log_interval"})
 #: keys that config.json carries besides the settings themselves
 BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "device_used",
-                              "max_steps_resolved", "train_tokens"})
+                              "precision_used", "max_steps_resolved", "train_tokens"})
 
 
 def canonical_json(obj: Any) -> str:

@@ -236,6 +236,7 @@ def table_row(run_dir: Path, config: dict, status: dict, metrics: pd.DataFrame, 
     row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "fingerprint": config.get("fingerprint"),
                            "model": config.get("model")}
     row.update({name: config.get(name) for name in CONFIG_COLUMNS})
+    row["precision"] = config.get("precision_used", config.get("precision"))  # what it trained in, not "auto"
     train_seconds = status.get("train_seconds")
     row.update(learning_rate=config.get("lr"), params=config.get("num_params"), vocab_size=config.get("vocab_size"),
                status=status.get("status"), status_reason=status.get("reason", ""), steps=int(last["step"]),

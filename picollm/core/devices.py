@@ -21,10 +21,32 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
 
 
-def autocast_context(device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA (matmuls in bf16, losses in fp32); plain fp32 elsewhere."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). torch's own probes are private
+    (torch.cpu._is_*), but there is no public one, and without these units bf16 is emulated: slower than fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """--precision made concrete: auto is bf16 on CUDA and on CPUs with bf16 units, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
     if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return "bf16"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def legacy_precision(device: torch.device) -> str:
+    """The precision every run trained at before --precision existed: bf16 autocast on CUDA only."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def autocast_context(device: torch.device, precision: str | None = None) -> AbstractContextManager:
+    """bf16 autocast (matmuls in bf16, losses in fp32) or plain fp32. precision None: the analysis's
+    default, legacy_precision(device), so test metrics are computed as before --precision existed."""
+    if (precision or legacy_precision(device)) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

@@ -26,7 +26,14 @@ from tqdm.auto import tqdm
 
 from picollm.config import RunConfig
 from picollm.core.atomic import atomic_write_json
-from picollm.core.devices import autocast_context, resolve_device, seed_everything
+from picollm.core.devices import (
+    autocast_context,
+    cpu_has_bf16,
+    legacy_precision,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from picollm.core.errors import CheckpointError, ConfigError, DiskFullError, PicoError
 from picollm.core.log import get_logger
 from picollm.core.version import __version__
@@ -114,7 +121,8 @@ def _decay_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer | Optimizers:
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
+                   low_precision: bool = False) -> torch.optim.Optimizer | Optimizers:
     """AdamW; plain SGD (momentum only if --momentum asks); or Muon on the hidden matrices beside AdamW on
     the rest. Muon's group carries lr_scale = muon_lr / lr, so one schedule drives both (see schedule.py)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -184,6 +192,8 @@ class Run:
     optimizer: torch.optim.Optimizer | Optimizers
     schedule: Schedule
     train_tokens: int
+    precision: str
+    """fp32 or bf16 (autocast): --precision made concrete, or the one the run was started with"""
     ts: TrainState = field(default_factory=TrainState)
     rows: list[dict] = field(default_factory=list)
     """metric rows so far, one per evaluation (step 0: the untrained model)"""
@@ -201,7 +211,8 @@ class Run:
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "train_state": {**vars(self.ts), **self.schedule.state_dict()}, "metrics": self.rows,
+                "train_state": {**vars(self.ts), **self.schedule.state_dict(), "precision": self.precision},
+                "metrics": self.rows,
                 "train_log": self.log_rows,
                 "carry_state": map_state(lambda t: t.detach().cpu(), self.carry), "rng": rng, "step": self.ts.step,
                 "fingerprint": self.cfg.fingerprint()}
@@ -338,19 +349,34 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
     model = build_model(cfg, tokenizer.vocab_size).to(device)
     if cfg.parent:
         model.load_state_dict(load_checkpoint(checkpoint_path(cfg.parent, "best"), map_location=device)["model"])
-    run = Run(cfg, run_dir, device, model, make_optimizer(model, cfg, device),
-              Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens)
-    resuming = checkpoint_path(run_dir, "last").exists()
-    if resuming:
-        run.restore(load_checkpoint(checkpoint_path(run_dir, "last"), map_location=device, require=LAST_KEYS))
+    last = checkpoint_path(run_dir, "last")
+    ckpt = load_checkpoint(last, map_location=device, require=LAST_KEYS) if last.exists() else None
+    precision = run_precision(cfg, device, ckpt)
+    run = Run(cfg, run_dir, device, model, make_optimizer(model, cfg, device, low_precision=precision == "bf16"),
+              Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens,
+              precision)
+    if ckpt is not None:
+        run.restore(ckpt)
         write_metrics(run_dir, run.rows)  # rows after last.pt (if any) are dropped: they will be recomputed
         write_train_log(run_dir, run.log_rows)
         log.info(f"{run_dir.name}: resuming at step {run.ts.step}/{run.max_steps}")
     write_config(run_dir, cfg, {"vocab_size": tokenizer.vocab_size, "num_params": model.num_params(),
-                                "device_used": str(device), "max_steps_resolved": run.max_steps,
-                                "train_tokens": train_tokens})
-    write_status(run_dir, "running", "resumed" if resuming else "started", step=run.ts.step, max_steps=run.max_steps)
+                                "device_used": str(device), "precision_used": precision,
+                                "max_steps_resolved": run.max_steps, "train_tokens": train_tokens})
+    write_status(run_dir, "running", "resumed" if ckpt else "started", step=run.ts.step, max_steps=run.max_steps)
     return run
+
+
+def run_precision(cfg: RunConfig, device: torch.device, ckpt: dict[str, Any] | None) -> str:
+    """--precision made concrete. A resumed run under auto keeps the precision it started with (a last.pt
+    from before --precision existed: the one of that code), so its numbers do not depend on where it resumes."""
+    if cfg.precision == "auto" and ckpt is not None:
+        return ckpt["train_state"].get("precision") or legacy_precision(device)
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        log.warning("--precision bf16 on a CPU without bf16 units (AVX512-BF16, AMX): torch emulates it, "
+                    "which is slower than fp32")
+    return precision
 
 
 def train_step(run: Run, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carry: bool,
@@ -358,7 +384,7 @@ def train_step(run: Run, train_model: torch.nn.Module, x: torch.Tensor, y: torch
     """Forward, backward, clip, optimizer step. carry: the batch continues the previous one's streams, so
     the model starts from (and keeps) the carried state. Returns the loss (on the device, not synced) and,
     when measure is set, the gradient and weight statistics of the metric row."""
-    with autocast_context(run.device):
+    with autocast_context(run.device, run.precision):
         logits, new_state = train_model(x, run.carry if carry else None)
     loss = F.cross_entropy(logits.float().transpose(1, 2), y)
     run.carry = detach_state(new_state) if carry else None
@@ -379,6 +405,7 @@ def train_step(run: Run, train_model: torch.nn.Module, x: torch.Tensor, y: torch
 
 def evaluation_row(run: Run, val_data: torch.Tensor, train_loss: float, lr: float, tokens_per_sec: float,
                    stats: dict[str, float]) -> dict[str, Any]:
+    # evaluated as before --precision (fp32 on a CPU) whatever the run trains in: val losses stay comparable
     ev = evaluate(run.model, val_data, run.cfg.batch_size, run.cfg.block_size, run.device, run.cfg.eval_tokens)
     return {"step": run.ts.step, "epoch": run.ts.tokens_seen / run.train_tokens, "tokens_seen": run.ts.tokens_seen,
             "avg_loss": train_loss, "val_loss": ev["loss"], "perplexity": ev["perplexity"],

@@ -83,7 +83,8 @@ def test_the_fixture_resumes_as_if_never_stopped(tmp_path):
     pd.testing.assert_frame_equal(resumed.iloc[: len(before)].reset_index(drop=True), before)  # rows kept as written
     last = torch.load(run_dir / "last.pt", weights_only=True)
     assert last["format_version"] == FORMAT_VERSION and last["step"] == 160
-    whole = train_run(fixture_config(tmp_path / "whole"), quiet=True)  # the same run, never stopped
+    # the same run, never stopped, in the precision the fixture trained in (written before --precision: fp32)
+    whole = train_run(fixture_config(tmp_path / "whole").replace(precision="fp32"), quiet=True)
     pd.testing.assert_frame_equal(resumed[LOSS_COLUMNS], pd.read_csv(whole / "metrics.csv")[LOSS_COLUMNS],
                                   rtol=1e-4)
 
