@@ -112,6 +112,7 @@ def test_transformer_learned_positions_refuse_too_long_context():
     (dict(model="lstm", hidden=0), "--hidden must be a positive integer"),
     (dict(model="transformer", mlp_activation="swiglu"), "--mlp_activation must be one of"),
     (dict(model="lstm", init_range=-0.1), "--init_range must be"),
+    (dict(model="lstm", weight_drop=1.0), "--weight_drop must be in"),
     (dict(optimizer="lion"), "--optimizer must be one of"),
     (dict(optimizer="muon", muon_lr=0.0), "--muon_lr must be"),
     (dict(optimizer="sgd", momentum=1.0), "--momentum must be in"),
@@ -183,3 +184,20 @@ def test_lstm_init_range_draws_every_parameter_uniformly():
         assert p.abs().max().item() > 0.04, name  # uniform over the whole range, biases and gains included
     default = tiny_model("lstm", tie_weights=False)
     assert default.rnn.weight_hh_l0.abs().max().item() > 0.1  # the default init is not the same
+
+
+def test_lstm_weight_drop_masks_the_recurrent_weights_in_training_only():
+    model = tiny_model("lstm", weight_drop=0.5, layers=2)
+    x = torch.randint(0, VOCAB, (3, 8))
+    model.eval()
+    plain = tiny_model("lstm", layers=2)  # the same seed and init: weight_drop changes nothing outside training
+    torch.testing.assert_close(model(x)[0], plain.eval()(x)[0])
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)[0]
+    assert not torch.allclose(a, model(x)[0])  # a new mask every step
+    a.square().mean().backward()
+    for name in ("weight_hh_l0", "weight_hh_l1"):
+        zero = (getattr(model.rnn, name).grad == 0).float().mean().item()
+        assert 0.4 < zero < 0.6, name  # the masked half gets no gradient, the rest does
+    assert (model.rnn.weight_ih_l0.grad == 0).float().mean().item() < 0.01

@@ -23,6 +23,9 @@ class LSTMConfig:
     """LayerNorm on the LSTM outputs (the paper's LSTM has none: turn it off to reproduce it)."""
     init_range: float = 0.0
     """> 0: every parameter uniform(-init_range, init_range), as Zaremba et al.; 0: the default below."""
+    weight_drop: float = 0.0
+    """DropConnect on the hidden-to-hidden matrices while training (Merity et al. 2017, AWD-LSTM): one mask
+    per step for all time steps, so the recurrence itself is regularised, which dropout on activations is not."""
     # --optimizer auto / --schedule auto: at the fast preset's 2 x 128, Muon + warmup-stable-decay reach in
     # 1,000 steps a val loss of 1.50 where AdamW + cosine reach 1.89 in 2,000 (README, "Time to quality");
     # --batching auto: carried-state streams, 1.50 where random windows reach 1.52 in those 1,000 steps
@@ -31,5 +34,7 @@ class LSTMConfig:
     def __post_init__(self) -> None:
         if self.layers < 1 or self.hidden < 1 or self.embed < 1:
             raise ConfigError("lstm: --layers, --hidden and --embed must be >= 1")
+        if not 0 <= self.weight_drop < 1:
+            raise ConfigError(f"lstm: --weight_drop must be in [0, 1); got {self.weight_drop}")
         if self.init_range < 0:
             raise ConfigError(f"lstm: --init_range must be >= 0; got {self.init_range}")

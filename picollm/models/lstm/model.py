@@ -6,7 +6,9 @@ generator; cuDNN / the fused CPU kernel does the time loop.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from picollm.models.base import LanguageModel
 from picollm.models.lstm.config import LSTMConfig
@@ -42,11 +44,21 @@ class LSTM(LanguageModel):
     def forward(self, idx: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """idx (B, T) -> logits (B, T, V); state (h, c), each (layers, B, hidden)."""
         x = self.drop(self.embedding(idx))  # (B, T, E)
-        out, (h, c) = self.rnn(x, state)  # (B, T, H)
+        out, (h, c) = self._recur(x, state)  # (B, T, H)
         out = self.drop(self.norm(out))
         if self.proj is not None:
             out = self.proj(out)  # (B, T, E)
         return self.head(out), (h, c)
+
+    def _recur(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """nn.LSTM, with its hidden-to-hidden matrices dropped out while training (weight drop): passed in
+        through functional_call, so the fused kernel still runs the time loop and the gradient reaches the
+        weights through the mask."""
+        p = self.config.weight_drop
+        if not (self.training and p > 0):
+            return self.rnn(x, state)
+        dropped = {name: F.dropout(w, p) for name, w in self.rnn.named_parameters() if name.startswith("weight_hh")}
+        return functional_call(self.rnn, dropped, (x, state))
 
     def embedding_matrix(self) -> Tensor:
         return self.embedding.weight
