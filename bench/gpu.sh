@@ -58,7 +58,7 @@ raise SystemExit(0 if ok else 1)
 EOF
 [ $? -eq 0 ] || { echo "gpu env: no CUDA device; nothing to check"; exit 1; }
 
-CHAR="train --corpus tinyshakespeare --layers 6 --heads 6 --embed 384 --block_size 256 --batch_size 64 --dropout 0.2
+CHAR="train --models transformer --corpus tinyshakespeare --layers 6 --heads 6 --embed 384 --block_size 256 --batch_size 64 --dropout 0.2
       --eval_tokens 0 --device cuda --no-progress"
 
 if check smoke 150 $PY -m picollm batch --preset fast --device cuda --runs_per_gpu 4 --max_steps 100 \
