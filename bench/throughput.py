@@ -38,7 +38,7 @@ def measure(settings: dict, steps: int, device: str) -> tuple[int, float]:
 
     def step() -> None:
         logits, _ = model(inputs)
-        loss = F.cross_entropy(logits.transpose(1, 2), targets)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -41,7 +41,7 @@ def token_losses(model: LanguageModel, data: torch.Tensor, batch_size: int, bloc
             x, y = data_mod.stream_segment(streams, i, block_size)
             logits, state = model(x, state if model.carries_state else None)
             logits = logits.float()
-            losses.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none").flatten().cpu())
+            losses.append(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").cpu())  # rows: see train_step
             correct.append((logits.argmax(-1) == y).flatten().cpu())
             targets.append(y.flatten().cpu())
     model.train(was_training)
