@@ -113,6 +113,7 @@ def test_transformer_learned_positions_refuse_too_long_context():
     (dict(model="transformer", mlp_activation="swiglu"), "--mlp_activation must be one of"),
     (dict(model="lstm", init_range=-0.1), "--init_range must be"),
     (dict(model="lstm", weight_drop=1.0), "--weight_drop must be in"),
+    (dict(model="xlstm", io_dropout=-0.1), "--io_dropout must be in"),
     (dict(optimizer="lion"), "--optimizer must be one of"),
     (dict(optimizer="muon", muon_lr=0.0), "--muon_lr must be"),
     (dict(optimizer="sgd", momentum=1.0), "--momentum must be in"),
@@ -201,3 +202,15 @@ def test_lstm_weight_drop_masks_the_recurrent_weights_in_training_only():
         zero = (getattr(model.rnn, name).grad == 0).float().mean().item()
         assert 0.4 < zero < 0.6, name  # the masked half gets no gradient, the rest does
     assert (model.rnn.weight_ih_l0.grad == 0).float().mean().item() < 0.01
+
+
+def test_xlstm_io_dropout_drops_the_embeddings_and_the_last_output_in_training_only():
+    x = torch.randint(0, VOCAB, (3, 8))
+    model, plain = tiny_model("xlstm", io_dropout=0.5), tiny_model("xlstm")
+    torch.testing.assert_close(model(x)[0], plain(x)[0])  # eval: the same model
+    seen = []
+    model.io_drop.register_forward_hook(lambda _m, inp, out: seen.append((inp[0] != 0) & (out == 0)))
+    model.train()
+    model(x)
+    assert len(seen) == 2  # the embeddings, then the last block's (normalised) output
+    assert all(0.3 < dropped.float().mean().item() < 0.7 for dropped in seen)

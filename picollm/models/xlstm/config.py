@@ -49,6 +49,9 @@ class XLSTMConfig:
     """memory heads of every mLSTM and sLSTM cell"""
     dropout: float = 0.0
     """dropout after each block's output projection and on the sLSTM cell output"""
+    io_dropout: float = 0.0
+    """dropout on the token embeddings and on the last block's output (the LSTM's dropout covers both; the
+    library's stack has none there)"""
     tie_weights: bool = True
     """share the input embedding and the output projection"""
     xlstm_ratio: str = "1:1"
@@ -74,8 +77,9 @@ class XLSTMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"xlstm: --{name} must be a positive integer; got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"xlstm: --dropout must be in [0, 1); got {self.dropout}")
+        for name in ("dropout", "io_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"xlstm: --{name} must be in [0, 1); got {getattr(self, name)}")
         if self.hidden % self.heads:
             raise ConfigError(f"xlstm: --hidden {self.hidden} must be divisible by --heads {self.heads}")
         slstm_at = slstm_positions(self.layers, self.xlstm_ratio)  # validates the ratio string

@@ -288,6 +288,8 @@ class XLSTM(LanguageModel):
             SLSTMBlock(cfg, j) if j in slstm_at else MLSTMBlock(cfg) for j in range(cfg.layers)
         )
         self.ln_f = LayerNorm(cfg.hidden)
+        # Identity at 0, so a run without it draws the same random numbers as before the setting existed
+        self.io_drop = nn.Dropout(cfg.io_dropout) if cfg.io_dropout > 0 else nn.Identity()
         self.proj_out = nn.Linear(cfg.hidden, cfg.embed, bias=False) if cfg.embed != cfg.hidden else None
         self.lm_head = nn.Linear(cfg.embed, cfg.vocab_size, bias=False)
         _small_init(self.wte.weight, cfg.embed)
@@ -313,14 +315,14 @@ class XLSTM(LanguageModel):
 
     def forward(self, idx: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """idx (B, T) int64 -> logits (B, T, V), state after the last position."""
-        x = self.wte(idx)  # (B, T, E)
+        x = self.io_drop(self.wte(idx))  # (B, T, E)
         if self.proj_in is not None:
             x = self.proj_in(x)  # (B, T, H)
         new_state = []
         for j, block in enumerate(self.blocks):
             x, s = block(x, None if state is None else state[j])
             new_state.append(s)
-        x = self.ln_f(x)
+        x = self.io_drop(self.ln_f(x))
         if self.proj_out is not None:
             x = self.proj_out(x)
         return self.lm_head(x), new_state
