@@ -13,7 +13,10 @@ the whole PTB valid split after the epoch. Prints each side's whole-process wall
 time (the example's "end of epoch" time includes its validation pass; picollm's training seconds do not),
 validation perplexity, then one line
 
-    lstm_vs_example wall_ratio=<example / picollm> example_ppl=... picollm_ppl=... precision=...
+    lstm_vs_example train_ratio=<example / picollm> wall_ratio=<example / picollm> example_ppl=... ...
+
+train_ratio is the throughput ratio (the example's training seconds: its logged mean ms/batch times its
+batches; picollm's: status.json's train_seconds, evaluation not counted); wall_ratio the whole processes'.
 
 A checkout of pytorch/examples is not a dependency: point --example at one (git clone
 https://github.com/pytorch/examples).
@@ -59,13 +62,16 @@ def ptb_folder(tmp: Path) -> Path:
     return folder
 
 
-def example_result(stdout: str) -> tuple[float, float]:
-    """(epoch seconds, valid ppl) of the example's last "end of epoch" line."""
+def example_result(stdout: str) -> tuple[float, float, float]:
+    """(epoch seconds, training seconds, valid ppl) of the example's run. Its "end of epoch" time includes
+    the validation pass; the training seconds are its logged mean ms/batch times its batches."""
     ends = re.findall(r"end of epoch +\d+ \| time: +([\d.]+)s \| valid loss +[\d.]+ \| valid ppl +([\d.]+)", stdout)
-    if not ends:
-        raise SystemExit(f"no 'end of epoch' line from the example:\n{stdout[-2000:]}")
-    seconds, ppl = ends[-1]
-    return float(seconds), float(ppl)
+    logged = re.findall(r"\| +\d+/ *(\d+) batches \|.*?ms/batch +([\d.]+)", stdout)
+    if not ends or not logged:
+        raise SystemExit(f"no 'end of epoch' or 'ms/batch' line from the example:\n{stdout[-2000:]}")
+    per_batch = sum(float(ms) for _, ms in logged) / len(logged) / 1000
+    batches = int(logged[-1][0]) * len(ends)
+    return float(ends[-1][0]) * len(ends), per_batch * batches, float(ends[-1][1])
 
 
 def picollm_result(out_dir: Path) -> tuple[float, float]:
@@ -104,13 +110,14 @@ def main() -> None:
         for key, (_, proc) in results.items():
             if proc.returncode != 0:
                 raise SystemExit(f"{key} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-        ex_epoch, ex_ppl = example_result(results["example"][1].stdout)
+        ex_epoch, ex_train, ex_ppl = example_result(results["example"][1].stdout)
         our_train, our_ppl = picollm_result(tmp / "runs")
     ex_wall, our_wall = results["example"][0], results["picollm"][0]
-    print(f"example  wall {ex_wall:.1f} s, epoch {ex_epoch:.1f} s (with its validation pass), valid ppl {ex_ppl:.2f}")
+    print(f"example  wall {ex_wall:.1f} s, epoch {ex_epoch:.1f} s (with its validation pass), training "
+          f"{ex_train:.1f} s (mean ms/batch x batches), valid ppl {ex_ppl:.2f}")
     print(f"picollm  wall {our_wall:.1f} s, training {our_train:.1f} s, valid ppl {our_ppl:.2f} "
           f"(--precision {args.precision})")
-    print(f"lstm_vs_example wall_ratio={ex_wall / our_wall:.3f} epoch_ratio={ex_epoch / our_train:.3f} "
+    print(f"lstm_vs_example train_ratio={ex_train / our_train:.3f} wall_ratio={ex_wall / our_wall:.3f} "
           f"example_ppl={ex_ppl:.2f} picollm_ppl={our_ppl:.2f} precision={args.precision}")
 
 
