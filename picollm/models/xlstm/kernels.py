@@ -4,8 +4,11 @@
   thing: recurrent (one token at a time), parallel (quadratic in T, from the empty state) and chunkwise
   (parallel inside chunks, recurrent across them).
 - sLSTM: scalar memory with exponential gating and headwise recurrent matrices, a true recurrence: slstm_scan
-  runs its loop without autograd and backpropagates through time by hand (SLSTMScan, both loops
-  TorchScript-compiled); slstm_scan_reference is the same recurrence in plain differentiable ops.
+  runs its loop without autograd and backpropagates through time by hand (SLSTMScan); slstm_scan_reference
+  is the same recurrence in plain differentiable ops. Both loops of SLSTMScan are plain eager PyTorch, each
+  step a dozen ops writing in place: on CPU that is as fast as the TorchScript they replaced, which does not
+  fuse them either, and torch.compile of a step costs more per call than it saves (bench/xlstm.py
+  --baseline times a revision against another).
 
 The stabilised gating follows the NX-AI `xlstm` library's formulas (including eps = 1e-6 in the mLSTM
 normaliser); tests/models/test_xlstm.py and tests/models/test_xlstm_parity.py check the forms against each other, the naive
@@ -189,20 +192,22 @@ def slstm_scan_reference(wx: Tensor, R: Tensor, state=None):
     return torch.stack(hs), (c, n, m, h)
 
 
-def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor, Y: Tensor) -> None:
-    """The forward recurrence: writes the pre-activations of step t into A[t] (T, NH, B, 4DH), its c, n, m, h
-    into S[:, t + 1] (4, T + 1, NH, B, DH; S[:, 0] holds the initial state) and the values the backward
+def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor, H: Tensor, Y: Tensor) -> None:
+    """The forward recurrence. Step t writes its pre-activations into A[t] (T, NH, B, 4DH), its c, n, m
+    into S[:, t + 1] (3, T + 1, NH, B, DH), its h into H[:, t + 1]
+    (NH, T + 1, B, DH; head-major, so that the backward's dR needs no copy of it) and the values the backward
     reuses into Y[:, t] (5, T, NH, B, DH): u = log f + m_prev, the gates ig, fg, tanh(z), sigmoid(o).
+    S[:, 0] and H[:, 0] hold the initial state.
 
-    Plain eager ops, each written into its place with out= (no allocation, no copy); every per-step view is
-    made up front by one unbind per tensor, which costs less than indexing inside the loop."""
-    DH = wx.shape[3] // 4
+    Plain eager ops, each writing into its place (out=, in place), so that the loop allocates nothing; every
+    per-step view is made up front, one unbind per tensor, which is cheaper than indexing in the loop."""
+    DH = A.shape[3] // 4
     i_, f_, z_, o_ = (A[..., k * DH:(k + 1) * DH].unbind(0) for k in range(4))
-    c_, n_, m_, h_ = (s.unbind(0) for s in S.unbind(0))
+    c_, n_, m_ = (s.unbind(0) for s in S.unbind(0))
     u_, ig_, fg_, tz_, so_ = (y.unbind(0) for y in Y.unbind(0))
-    a_, wx_ = A.unbind(0), wx.unbind(0)
-    for t in range(wx.shape[0]):
-        torch.baddbmm(wx_[t], h_[t], R, out=a_[t])
+    a_, wx_, h_ = A.unbind(0), wx.unbind(0), H.unbind(1)
+    for t in range(A.shape[0]):
+        torch.baddbmm(wx_[t], h_[t], R, out=a_[t])  # (NH, B, 4DH): each head's h feeds only its own gates
         u = torch.add(F.logsigmoid(f_[t]), m_[t], out=u_[t])  # log f + m_prev
         m = torch.maximum(i_[t], u, out=m_[t + 1])  # stabiliser: exp(i - m), exp(u - m) are <= 1
         ig, fg = torch.sub(i_[t], m, out=ig_[t]).exp_(), torch.sub(u, m, out=fg_[t]).exp_()
@@ -220,7 +225,7 @@ def _slstm_backward_loop(gh_: Tensor, GCN: Tensor, gm: Tensor, PQ: Tensor, X0: T
     h; GCN (T + 1, 2, NH, B, DH) holds in GCN[T - 1] the gradients [c, n] of the final state and receives
     those of every step (GCN[-1]: the initial state); gm is the final m's gradient. The rest are the local
     derivatives of every step, (T, NH, B, DH) or paired (T, 2, NH, B, DH): with gc, gn the total gradients
-    of step t's c and n, [gc, gn] += gh [P, -Q] (h = sigmoid(o) c / n), gA = gc X0[0] + gn X1[0] and
+    of step t's c and n, [gc, gn] += gh [P, -Q] (h = sigmoid(o) c / n), and gA = gc X0[0] + gn X1[0],
     gB = gc X0[1] + gn X1[1] are the gradients through ig = exp(i - m) and fg = exp(u - m)."""
     T, _, _, DH = gh_.shape
     d_i, d_f, d_z, d_o = (dA[..., k * DH:(k + 1) * DH].unbind(1) for k in range(4))
@@ -258,40 +263,41 @@ class SLSTMScan(torch.autograd.Function):
     def forward(ctx, wx, R, c0, n0, m0, h0):
         T, NH, B, G = wx.shape
         A = torch.empty_like(wx)  # pre-activations of every step
-        S = wx.new_empty(4, T + 1, NH, B, G // 4)  # c, n, m, h of every step; index 0: the initial state
-        for k, s0 in enumerate((c0, n0, m0, h0)):
-            S[k, 0] = s0
+        S = wx.new_empty(3, T + 1, NH, B, G // 4)  # c, n, m of every step; index 0: the initial state
+        H = wx.new_empty(NH, T + 1, B, G // 4)  # h of every step, head-major
+        for s, s0 in ((S[0, 0], c0), (S[1, 0], n0), (S[2, 0], m0), (H[:, 0], h0)):
+            s.copy_(s0)
         Y = wx.new_empty(5, T, NH, B, G // 4)  # u, ig, fg, tanh(z), sigmoid(o) of every step
-        _slstm_forward_loop(wx.contiguous(), R.contiguous(), A, S, Y)
-        ctx.save_for_backward(A, R, S, Y)
-        return S[3, 1:], S[0, -1], S[1, -1], S[2, -1]
+        _slstm_forward_loop(wx.contiguous(), R.contiguous(), A, S, H, Y)
+        ctx.save_for_backward(A, R, S, H, Y)
+        return H[:, 1:].transpose(0, 1), S[0, -1], S[1, -1], S[2, -1]
 
     @staticmethod
     def backward(ctx, g_hs, g_c, g_n, g_m):
-        A, R, S, Y = ctx.saved_tensors
+        A, R, S, H, Y = ctx.saved_tensors
         T, NH, B, G = A.shape
         DH = G // 4
         i, f = A[..., :DH], A[..., DH:2 * DH]
         u, ig, fg, tz, so = Y
-        c_prev, n_prev, c, n, h = S[0, :-1], S[1, :-1], S[0, 1:], S[1, 1:], S[3, 1:]
-        sel_i = (i > u).to(A.dtype).add_((i == u).to(A.dtype), alpha=0.5)  # how torch.maximum shares the gradient
+        c_prev, n_prev, n, h = S[0, :-1], S[1, :-1], S[1, 1:], H[:, 1:].transpose(0, 1)
+        # as few passes over the (T, NH, B, DH) tensors as possible: each costs as much as a step of the loop
+        sel_i = torch.sub(i, u).sign_().add_(1.0).mul_(0.5)  # how torch.maximum shares the gradient: 1, 0.5, 0
         PQ, X0, X1 = A.new_empty(3, T, 2, NH, B, DH)
-        P = torch.div(so, n, out=PQ[:, 0])  # dh/dc
+        torch.div(so, n, out=PQ[:, 0])  # dh/dc
         torch.div(h, n, out=PQ[:, 1]).neg_()  # dh/dn
         torch.mul(tz, ig, out=X0[:, 0])  # gA = (gc tz + gn) ig
-        X1[:, 0] = ig
         torch.mul(c_prev, fg, out=X0[:, 1])  # gB = (gc c_prev + gn n_prev) fg
+        X1[:, 0] = ig
         torch.mul(n_prev, fg, out=X1[:, 1])
-        K_z = tz.square().neg_().add_(1.0).mul_(ig)  # dc/dz
-        K_o = so.neg().add_(1.0).mul_(c).mul_(P)  # dh/do
+        K_z = torch.addcmul(ig, X0[:, 0], tz, value=-1.0)  # dc/dz = ig (1 - tanh(z)^2)
+        K_o = torch.addcmul(h, h, so, value=-1.0)  # dh/do = c / n sigmoid'(o) = h (1 - sigmoid(o))
         GCN = A.new_empty(T + 1, 2, NH, B, DH)
         for k, g in enumerate((g_c, g_n)):
             GCN[T - 1, k] = 0.0 if g is None else g
         gm = A.new_zeros(NH, B, DH) if g_m is None else g_m.contiguous()
         gh = A.new_zeros(T, NH, B, DH) if g_hs is None else g_hs.clone(memory_format=torch.contiguous_format)
-        dA = A.new_empty(NH, T, B, G)  # head-major: dR below needs no copy of it
+        dA = A.new_empty(NH, T, B, G)  # head-major, as H: dR below is one matmul without copies
         d_state = _slstm_backward_loop(gh, GCN, gm, PQ, X0, X1, sel_i, f.neg().sigmoid_(), K_z, K_o, fg,
                                        R.transpose(1, 2).contiguous(), dA)
-        h_prev = S[3, :-1].permute(1, 3, 0, 2).reshape(NH, DH, T * B)  # (NH, DH, T*B)
-        dR = torch.bmm(h_prev, dA.view(NH, T * B, G))  # (NH, DH, 4DH)
+        dR = torch.bmm(H[:, :-1].reshape(NH, T * B, DH).transpose(1, 2), dA.view(NH, T * B, G))  # (NH, DH, 4DH)
         return dA.transpose(0, 1), dR, *d_state
