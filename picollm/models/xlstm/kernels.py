@@ -192,6 +192,7 @@ def slstm_scan_reference(wx: Tensor, R: Tensor, state=None):
     return torch.stack(hs), (c, n, m, h)
 
 
+@torch.compiler.disable  # eager under torch.compile too: unrolled over T it compiles for minutes, gains nothing
 def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor, H: Tensor, Y: Tensor) -> None:
     """The forward recurrence. Step t writes its pre-activations into A[t] (T, NH, B, 4DH), its c, n, m
     into S[:, t + 1] (3, T + 1, NH, B, DH), its h into H[:, t + 1]
@@ -216,6 +217,7 @@ def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor, H: Tensor, 
         torch.mul(torch.sigmoid(o_[t], out=so_[t]), c, out=h_[t + 1]).div_(n)
 
 
+@torch.compiler.disable
 def _slstm_backward_loop(gh_: Tensor, GCN: Tensor, gm: Tensor, PQ: Tensor, X0: Tensor, X1: Tensor, sel_i: Tensor,
                          sig_nf: Tensor, K_z: Tensor, K_o: Tensor, fg: Tensor, Rt: Tensor, dA: Tensor) -> list[Tensor]:
     """Backward through time: fills dA[:, t] (NH, T, B, 4DH), the gradient of step t's pre-activations, for
