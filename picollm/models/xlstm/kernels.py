@@ -6,9 +6,9 @@
 - sLSTM: scalar memory with exponential gating and headwise recurrent matrices, a true recurrence: slstm_scan
   runs its loop without autograd and backpropagates through time by hand (SLSTMScan); slstm_scan_reference
   is the same recurrence in plain differentiable ops. Both loops of SLSTMScan are plain eager PyTorch, each
-  step a dozen ops writing in place: on CPU that is as fast as the TorchScript they replaced, which does not
-  fuse them either, and torch.compile of a step costs more per call than it saves (bench/xlstm.py
-  --baseline times a revision against another).
+  step a dozen ops writing in place. On CPU TorchScript did not fuse them either: its loops (until 96adb92)
+  saved only Python's call overhead, which the eager backward makes up by doing less per step, and
+  torch.compile of a step costs more per call than the ops it replaces (bench/xlstm.py --baseline 96adb92).
 
 The stabilised gating follows the NX-AI `xlstm` library's formulas (including eps = 1e-6 in the mLSTM
 normaliser); tests/models/test_xlstm.py and tests/models/test_xlstm_parity.py check the forms against each other, the naive
@@ -212,7 +212,7 @@ def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor, H: Tensor, 
         u = torch.add(F.logsigmoid(f_[t]), m_[t], out=u_[t])  # log f + m_prev
         m = torch.maximum(i_[t], u, out=m_[t + 1])  # stabiliser: exp(i - m), exp(u - m) are <= 1
         ig, fg = torch.sub(i_[t], m, out=ig_[t]).exp_(), torch.sub(u, m, out=fg_[t]).exp_()
-        c = torch.addcmul(fg * c_[t], ig, torch.tanh(z_[t], out=tz_[t]), out=c_[t + 1])
+        c = torch.mul(fg, c_[t], out=c_[t + 1]).addcmul_(ig, torch.tanh(z_[t], out=tz_[t]))
         n = torch.addcmul(ig, fg, n_[t], out=n_[t + 1])
         torch.mul(torch.sigmoid(o_[t], out=so_[t]), c, out=h_[t + 1]).div_(n)
 
