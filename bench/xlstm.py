@@ -1,14 +1,14 @@
 """Time xLSTM forward + backward on CPU: ours against the official library, for the three block mixes.
 
     python bench/xlstm.py [--threads 2] [--batch 8] [--T 64] [--embed 128] [--layers 4] [--repeat 15] [--compile]
-                          [--baseline REV] [--clock wall|cpu]
+                          [--baseline REV] [--scan] [--clock wall|cpu]
 
 Ours and the library (if installed: pip install -e .[xlstm]) are timed interleaved, one step of each in
 turn, so that load from other processes on a shared machine affects both alike. --compile adds our model
 under torch.compile (inductor; `cpp_wrapper` on, which removes most of the Python launch overhead on CPU);
 its one-off compile time is printed and not counted. --baseline REV adds our model with the cell kernels
 (picollm/models/xlstm/kernels.py) of git revision REV, e.g. the TorchScript sLSTM loops of 96adb92, and
-prints base/ours. --clock cpu times the thread's CPU time instead of the wall clock (one thread only): it
+prints base/ours; --scan times the sLSTM scan alone as well (--ratios '' for the scan only). --clock cpu times the thread's CPU time instead of the wall clock (one thread only): it
 leaves out the time the process waits for a core, so it is steadier on a shared machine. The median is
 what a training loop sees; the minimum is the better estimate on a busy machine. Prints `uptime` first.
 """
@@ -111,17 +111,9 @@ def step_fn(model: LanguageModel, idx: torch.Tensor, vocab: int, kernels: dict[s
     return step_with_kernels
 
 
-def bench(ratio: str, args) -> dict[str, tuple[float, float, int]]:
-    """name -> (median ms, min ms, params), measured interleaved."""
-    models = make_models(ratio, args)
-    idx = torch.randint(0, args.vocab, (args.batch, args.T + 1), generator=torch.Generator().manual_seed(0))
-    steps = {name: step_fn(m, idx, args.vocab, BASELINES.get(name)) for name, m in models.items()}
+def time_interleaved(steps: dict[str, Callable[[], None]], args) -> dict[str, tuple[float, float]]:
+    """name -> (median ms, min ms): after args.warmup rounds, args.repeat rounds of one call of each in turn."""
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
-    for name, step in steps.items():
-        if name.endswith("+compile"):
-            t0 = time.perf_counter()
-            step()
-            print(f"{ratio:>6} {name}: compiled in {time.perf_counter() - t0:.0f} s", flush=True)
     for _ in range(args.warmup):
         for step in steps.values():
             step()
@@ -131,8 +123,47 @@ def bench(ratio: str, args) -> dict[str, tuple[float, float, int]]:
             t0 = clock()
             step()
             times[name].append(clock() - t0)
-    return {name: (statistics.median(t) * 1e3, min(t) * 1e3, sum(p.numel() for p in models[name].parameters()))
-            for name, t in times.items()}
+    return {name: (statistics.median(t) * 1e3, min(t) * 1e3) for name, t in times.items()}
+
+
+def bench(ratio: str, args) -> dict[str, tuple[float, float, int]]:
+    """name -> (median ms, min ms, params), measured interleaved."""
+    models = make_models(ratio, args)
+    idx = torch.randint(0, args.vocab, (args.batch, args.T + 1), generator=torch.Generator().manual_seed(0))
+    steps = {name: step_fn(m, idx, args.vocab, BASELINES.get(name)) for name, m in models.items()}
+    for name, step in steps.items():
+        if name.endswith("+compile"):
+            t0 = time.perf_counter()
+            step()
+            print(f"{ratio:>6} {name}: compiled in {time.perf_counter() - t0:.0f} s", flush=True)
+    return {name: (*times, sum(p.numel() for p in models[name].parameters()))
+            for name, times in time_interleaved(steps, args).items()}
+
+
+def bench_scan(args) -> None:
+    """Prints the time of slstm_scan alone, forward + backward, at the shape of the model's sLSTM blocks:
+    ours and, with --baseline, the baseline's, interleaved."""
+    NH, DH, gen = args.heads, args.embed // args.heads, torch.Generator().manual_seed(0)
+    wx = torch.randn(args.T, NH, args.batch, 4 * DH, generator=gen).requires_grad_()
+    R = (0.3 * torch.randn(NH, DH, 4 * DH, generator=gen)).requires_grad_()
+    g_hs = torch.randn(args.T, NH, args.batch, DH, generator=gen)
+    scans = {"ours": xlstm_model.slstm_scan}
+    if args.baseline:
+        scans[f"@{args.baseline}"] = load_kernels(args.baseline)["slstm_scan"]
+
+    def step_fn(scan: Callable) -> Callable[[], None]:
+        def step() -> None:
+            wx.grad = R.grad = None
+            scan(wx, R)[0].backward(g_hs)
+
+        return step
+
+    res = time_interleaved({name: step_fn(scan) for name, scan in scans.items()}, args)
+    line = "  ".join(f"{name} {med:.2f} ms (min {best:.2f})" for name, (med, best) in res.items())
+    if args.baseline:
+        (med, best), (base_med, base_best) = res.values()
+        line += f"  base/ours {base_med / med:.3f}x (min {base_best / best:.3f}x)"
+    print(f"sLSTM scan alone, T={args.T} NH={NH} B={args.batch} DH={DH}: {line}", flush=True)
 
 
 def main() -> None:
@@ -151,6 +182,7 @@ def main() -> None:
     p.add_argument("--no_lib", action="store_true", help="time ours only")
     p.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
     p.add_argument("--baseline", metavar="REV", help=f"also time ours with the {KERNELS} of git revision REV")
+    p.add_argument("--scan", action="store_true", help="also time the sLSTM scan alone (forward + backward)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall clock, or the thread's CPU time (steadier on a shared machine; needs --threads 1)")
     args = p.parse_args()
@@ -160,10 +192,13 @@ def main() -> None:
     print(f"uptime: {os.popen('uptime').read().strip()}")
     print(f"B={args.batch} T={args.T} embed=hidden={args.embed} layers={args.layers} heads={args.heads} "
           f"threads={args.threads} repeat={args.repeat} clock={args.clock} torch={torch.__version__}")
+    if args.scan:
+        bench_scan(args)
     base_col = f"{'base/ours (med, min)':>21}" if args.baseline else ""
-    print(f"{'ratio':>6} {'model':>28} {'params':>9} {'median ms':>10} {'min ms':>8} {'lib/ours (median)':>18} "
-          + base_col)
-    for ratio in args.ratios.split(","):
+    if args.ratios:
+        print(f"{'ratio':>6} {'model':>28} {'params':>9} {'median ms':>10} {'min ms':>8} {'lib/ours (median)':>18} "
+              + base_col)
+    for ratio in filter(None, args.ratios.split(",")):
         res = bench(ratio, args)
         lib = res.get("library")
         for name, (med, best, n) in res.items():
