@@ -6,9 +6,10 @@
 - sLSTM: scalar memory with exponential gating and headwise recurrent matrices, a true recurrence: slstm_scan
   runs its loop without autograd and backpropagates through time by hand (SLSTMScan); slstm_scan_reference
   is the same recurrence in plain differentiable ops. Both loops of SLSTMScan are plain eager PyTorch, each
-  step a dozen ops writing in place. On CPU TorchScript did not fuse them either: its loops (until 96adb92)
-  saved only Python's call overhead, which the eager backward makes up by doing less per step, and
-  torch.compile of a step costs more per call than the ops it replaces (bench/xlstm.py --baseline 96adb92).
+  step a dozen ops writing in place. TorchScript (its loops until 96adb92) did not fuse them on CPU either,
+  it only saved Python's call overhead; the eager forward keeps the gate values, so that the backward needs
+  fewer ops per step and fewer passes, which makes up for it (bench/xlstm.py --scan --baseline 96adb92).
+  torch.compile of one step costs more per call than the ops it replaces.
 
 The stabilised gating follows the NX-AI `xlstm` library's formulas (including eps = 1e-6 in the mLSTM
 normaliser); tests/models/test_xlstm.py and tests/models/test_xlstm_parity.py check the forms against each other, the naive
@@ -194,11 +195,10 @@ def slstm_scan_reference(wx: Tensor, R: Tensor, state=None):
 
 @torch.compiler.disable  # eager under torch.compile too: unrolled over T it compiles for minutes, gains nothing
 def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor, H: Tensor, Y: Tensor) -> None:
-    """The forward recurrence. Step t writes its pre-activations into A[t] (T, NH, B, 4DH), its c, n, m
-    into S[:, t + 1] (3, T + 1, NH, B, DH), its h into H[:, t + 1]
-    (NH, T + 1, B, DH; head-major, so that the backward's dR needs no copy of it) and the values the backward
-    reuses into Y[:, t] (5, T, NH, B, DH): u = log f + m_prev, the gates ig, fg, tanh(z), sigmoid(o).
-    S[:, 0] and H[:, 0] hold the initial state.
+    """The forward recurrence. Step t writes its pre-activations into A[t] (T, NH, B, 4DH), its c, n, m into
+    S[:, t + 1] (3, T + 1, NH, B, DH), its h into H[:, t + 1] (NH, T + 1, B, DH; head-major, so that the
+    backward's dR needs no copy of it) and the values the backward reuses into Y[:, t] (5, T, NH, B, DH):
+    u = log f + m_prev, the gates ig, fg, tanh(z), sigmoid(o). S[:, 0] and H[:, 0] hold the initial state.
 
     Plain eager ops, each writing into its place (out=, in place), so that the loop allocates nothing; every
     per-step view is made up front, one unbind per tensor, which is cheaper than indexing in the loop."""
