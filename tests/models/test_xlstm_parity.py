@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import pytest
 import torch
@@ -198,6 +199,34 @@ def test_slstm_hand_written_backward_matches_autograd(with_state):
         assert max_diff(a, b) < 1e-12
     for a, b in zip(grads, ref_grads):
         assert max_diff(a, b) < 1e-12
+
+
+def test_slstm_ties_in_the_stabiliser_share_the_gradient_as_torch_maximum():
+    # with R = 0 the pre-activations are wx: choose i = log f + m_prev at every step, a tie in m = max(i, u)
+    g = torch.Generator().manual_seed(10)
+    T, NH, B, DH = 6, 2, 3, 4
+    wx = torch.randn(T, NH, B, 4 * DH, generator=g, dtype=torch.float64)
+    m = torch.randn(NH, B, DH, generator=g, dtype=torch.float64)
+    state = (torch.zeros_like(m), torch.ones_like(m), m, torch.zeros_like(m))
+    for t in range(T):
+        wx[t, ..., :DH] = torch.add(F.logsigmoid(wx[t, ..., DH:2 * DH]), m)  # as both scans compute u
+        m = wx[t, ..., :DH]
+    wx.requires_grad_()
+    R = torch.zeros(NH, DH, 4 * DH, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for scan in (slstm_scan, slstm_scan_reference):
+        hs, (c, n, m, h) = scan(wx, R, state)
+        grads.append(torch.autograd.grad((hs * torch.linspace(-1, 1, DH, dtype=hs.dtype)).sum() + m.sum(), (wx, R)))
+    for a, b in zip(*grads):
+        assert max_diff(a, b) < 1e-12
+
+
+def test_slstm_scan_emits_no_warnings():
+    wx = torch.randn(5, 2, 3, 16, requires_grad=True)
+    R = torch.randn(2, 4, 16, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. TorchScript's deprecation, which the loops no longer use
+        slstm_scan(wx, R)[0].sum().backward()
 
 
 def test_slstm_gradcheck():

@@ -4,8 +4,12 @@
   thing: recurrent (one token at a time), parallel (quadratic in T, from the empty state) and chunkwise
   (parallel inside chunks, recurrent across them).
 - sLSTM: scalar memory with exponential gating and headwise recurrent matrices, a true recurrence: slstm_scan
-  runs its loop without autograd and backpropagates through time by hand (SLSTMScan, both loops
-  TorchScript-compiled); slstm_scan_reference is the same recurrence in plain differentiable ops.
+  runs its loop without autograd and backpropagates through time by hand (SLSTMScan); slstm_scan_reference
+  is the same recurrence in plain differentiable ops. Both loops of SLSTMScan are plain eager PyTorch, each
+  step a dozen ops writing in place. TorchScript (its loops until 96adb92) did not fuse them on CPU either,
+  it only saved Python's call overhead; the eager forward keeps the gate values, so that the backward needs
+  fewer ops per step and fewer passes, which makes up for it (bench/xlstm.py --scan --baseline 96adb92).
+  torch.compile of one step costs more per call than the ops it replaces.
 
 The stabilised gating follows the NX-AI `xlstm` library's formulas (including eps = 1e-6 in the mLSTM
 normaliser); tests/models/test_xlstm.py and tests/models/test_xlstm_parity.py check the forms against each other, the naive
@@ -15,7 +19,6 @@ formulas and the library.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -190,101 +193,113 @@ def slstm_scan_reference(wx: Tensor, R: Tensor, state=None):
     return torch.stack(hs), (c, n, m, h)
 
 
-def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor) -> Tensor:
-    """The forward recurrence, writing the pre-activations of step t into A[t] (T, NH, B, 4DH) and its
-    c, n, m, h into S[:, t + 1] (4, T + 1, NH, B, DH); S[:, 0] holds the initial state."""
-    DH = wx.shape[3] // 4
-    c, n, m, h = S[0, 0], S[1, 0], S[2, 0], S[3, 0]
-    for t in range(wx.shape[0]):
-        a = torch.baddbmm(wx[t], h, R, out=A[t])
-        i, f, z, o = a.split(DH, dim=-1)
-        u = F.logsigmoid(f).add_(m)  # log f + m_prev
-        m = torch.maximum(i, u, out=S[2, t + 1])  # stabiliser: exp(i - m), exp(u - m) are <= 1
-        ig, fg = (i - m).exp_(), (u - m).exp_()
-        c = torch.addcmul(fg * c, ig, torch.tanh(z), out=S[0, t + 1])
-        n = torch.addcmul(ig, fg, n, out=S[1, t + 1])
-        h = torch.mul(torch.sigmoid(o), c, out=S[3, t + 1]).div_(n)
-    return A
+@torch.compiler.disable  # eager under torch.compile too: unrolled over T it compiles for minutes, gains nothing
+def _slstm_forward_loop(wx: Tensor, R: Tensor, A: Tensor, S: Tensor, H: Tensor, Y: Tensor) -> None:
+    """The forward recurrence. Step t writes its pre-activations into A[t] (T, NH, B, 4DH), its c, n, m into
+    S[:, t + 1] (3, T + 1, NH, B, DH), its h into H[:, t + 1] (NH, T + 1, B, DH; head-major, so that the
+    backward's dR needs no copy of it) and the values the backward reuses into Y[:, t] (5, T, NH, B, DH):
+    u = log f + m_prev, the gates ig, fg, tanh(z), sigmoid(o). S[:, 0] and H[:, 0] hold the initial state.
+
+    Plain eager ops, each writing into its place (out=, in place), so that the loop allocates nothing; every
+    per-step view is made up front, one unbind per tensor, which is cheaper than indexing in the loop."""
+    DH = A.shape[3] // 4
+    i_, f_, z_, o_ = (A[..., k * DH:(k + 1) * DH].unbind(0) for k in range(4))
+    c_, n_, m_ = (s.unbind(0) for s in S.unbind(0))
+    u_, ig_, fg_, tz_, so_ = (y.unbind(0) for y in Y.unbind(0))
+    a_, wx_, h_ = A.unbind(0), wx.unbind(0), H.unbind(1)
+    for t in range(A.shape[0]):
+        torch.baddbmm(wx_[t], h_[t], R, out=a_[t])  # (NH, B, 4DH): each head's h feeds only its own gates
+        u = torch.add(F.logsigmoid(f_[t]), m_[t], out=u_[t])  # log f + m_prev
+        m = torch.maximum(i_[t], u, out=m_[t + 1])  # stabiliser: exp(i - m), exp(u - m) are <= 1
+        ig, fg = torch.sub(i_[t], m, out=ig_[t]).exp_(), torch.sub(u, m, out=fg_[t]).exp_()
+        c = torch.mul(fg, c_[t], out=c_[t + 1]).addcmul_(ig, torch.tanh(z_[t], out=tz_[t]))
+        n = torch.addcmul(ig, fg, n_[t], out=n_[t + 1])
+        torch.mul(torch.sigmoid(o_[t], out=so_[t]), c, out=h_[t + 1]).div_(n)
 
 
-def _slstm_backward_loop(g_hs: Tensor, gc: Tensor, gn: Tensor, gm: Tensor, P: Tensor, Q: Tensor, c_prev: Tensor,
-                         n_prev: Tensor, tz: Tensor, ig: Tensor, fg: Tensor, sel_i: Tensor, sel_u: Tensor,
-                         sig_nf: Tensor, K_z: Tensor, K_o: Tensor, Rt: Tensor, dA: Tensor) -> list[Tensor]:
-    """Backward through time: fills dA[t] (the gradient of step t's pre-activations) for t = T-1 .. 0 and
-    returns the gradients of the initial state [c, n, m, h]. g* are the gradients of the loss w.r.t. the
-    state after the last step; the other (T, NH, B, DH) inputs are the local derivatives of every step."""
-    gh_rec = torch.zeros_like(gc)
-    for t in range(g_hs.shape[0] - 1, -1, -1):
-        gh = g_hs[t] + gh_rec
-        gc = torch.addcmul(gc, gh, P[t])  # h = sigmoid(o) c / n
-        gn = torch.addcmul(gn, gh, Q[t], value=-1.0)
-        dfg = torch.addcmul(gc * c_prev[t], gn, n_prev[t])  # c = fg c_prev + ig tanh(z), n = fg n_prev + ig
-        dig = torch.addcmul(gn, gc, tz[t])
-        gA, gB = dig * ig[t], dfg * fg[t]  # through ig = exp(i - m), fg = exp(u - m)
-        dm = gm - gA - gB
-        di = torch.addcmul(gA, dm, sel_i[t])  # m = max(i, u)
-        du = torch.addcmul(gB, dm, sel_u[t])
-        torch.cat([di, du * sig_nf[t], gc * K_z[t], gh * K_o[t]], dim=-1, out=dA[t])
-        gm, gc, gn = du, gc * fg[t], gn * fg[t]  # u = m_prev + log f
-        gh_rec = torch.bmm(dA[t], Rt)
-    return [gc, gn, gm, gh_rec]
+@torch.compiler.disable
+def _slstm_backward_loop(gh_: Tensor, GCN: Tensor, gm: Tensor, PQ: Tensor, X0: Tensor, X1: Tensor, sel_i: Tensor,
+                         sig_nf: Tensor, K_z: Tensor, K_o: Tensor, fg: Tensor, Rt: Tensor, dA: Tensor) -> list[Tensor]:
+    """Backward through time: fills dA[:, t] (NH, T, B, 4DH), the gradient of step t's pre-activations, for
+    t = T-1 .. 0 and returns the gradients of the initial state [c, n, m, h].
 
-
-_SCRIPTED: dict[str, object] = {}
-
-
-def _scripted(fn):
-    """torch.jit.script(fn), made once: it runs the small ops of the loops without Python's overhead
-    (4-5x faster on CPU). TorchScript is deprecated in torch 2.x; if it ever fails, use fn as it is."""
-    if fn.__name__ not in _SCRIPTED:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _SCRIPTED[fn.__name__] = torch.jit.script(fn)
-        except Exception:  # noqa: BLE001 - any scripting failure: fall back to eager
-            _SCRIPTED[fn.__name__] = fn
-    return _SCRIPTED[fn.__name__]
+    gh_ (T, NH, B, DH) holds the gradients of the outputs h and is overwritten by the total gradient of each
+    h; GCN (T + 1, 2, NH, B, DH) holds in GCN[T - 1] the gradients [c, n] of the final state and receives
+    those of every step (GCN[-1]: the initial state); gm is the final m's gradient. The rest are the local
+    derivatives of every step, (T, NH, B, DH) or paired (T, 2, NH, B, DH): with gc, gn the total gradients
+    of step t's c and n, [gc, gn] += gh [P, -Q] (h = sigmoid(o) c / n), and gA = gc X0[0] + gn X1[0],
+    gB = gc X0[1] + gn X1[1] are the gradients through ig = exp(i - m) and fg = exp(u - m)."""
+    T, _, _, DH = gh_.shape
+    d_i, d_f, d_z, d_o = (dA[..., k * DH:(k + 1) * DH].unbind(1) for k in range(4))
+    dA_, gh_ = dA.unbind(1), gh_.unbind(0)
+    PQ, X0, X1, sel_i, sig_nf, K_z, K_o, fg = (x.unbind(0) for x in (PQ, X0, X1, sel_i, sig_nf, K_z, K_o, fg))
+    gcn_, gc_, gn_ = GCN.unbind(0), GCN[:, 0].unbind(0), GCN[:, 1].unbind(0)
+    GAB = torch.empty_like(GCN[1:])
+    gab_, gA_, gB_ = GAB.unbind(0), GAB[:, 0].unbind(0), GAB[:, 1].unbind(0)
+    gh = gh_[T - 1]
+    gcn_[T - 1].addcmul_(gh, PQ[T - 1])
+    for t in range(T - 1, -1, -1):
+        torch.mul(gc_[t], X0[t], out=gab_[t]).addcmul_(gn_[t], X1[t])  # [gA, gB]
+        # m = max(i, u) passes dm = gm - gA - gB on to i (di = gA + sel dm) or to u (du = gm - di)
+        di = torch.lerp(gA_[t], gm - gB_[t], sel_i[t], out=d_i[t])
+        gm = torch.sub(gm, di)  # u = log f + m_prev: du is m_prev's gradient
+        torch.mul(gm, sig_nf[t], out=d_f[t])
+        torch.mul(gc_[t], K_z[t], out=d_z[t])
+        torch.mul(gh, K_o[t], out=d_o[t])
+        if t == 0:
+            break
+        gh = gh_[t - 1].baddbmm_(dA_[t], Rt)  # h_{t-1} feeds step t's gates through R
+        torch.addcmul(gcn_[t] * fg[t], gh, PQ[t - 1], out=gcn_[t - 1])  # c = fg c_prev + ..., n = fg n_prev + ...
+    gcn = torch.mul(gcn_[0], fg[0], out=gcn_[-1])
+    return [gcn[0], gcn[1], gm, torch.bmm(dA_[0], Rt)]
 
 
 class SLSTMScan(torch.autograd.Function):
     """The sLSTM recurrence with a hand-written backward through time.
 
     forward(wx (T, NH, B, 4DH), R (NH, DH, 4DH), c0, n0, m0, h0 (NH, B, DH)) -> hs (T, NH, B, DH), c, n, m.
-    The forward keeps the pre-activations and the states of every step; the backward recomputes the
-    pointwise gate values of all steps at once and loops only over what is truly sequential."""
+    The forward keeps the pre-activations, the states and the gate values of every step; the backward
+    derives the local derivatives of all steps at once and loops only over what is truly sequential."""
 
     @staticmethod
     def forward(ctx, wx, R, c0, n0, m0, h0):
         T, NH, B, G = wx.shape
         A = torch.empty_like(wx)  # pre-activations of every step
-        S = wx.new_empty(4, T + 1, NH, B, G // 4)  # c, n, m, h of every step; index 0: the initial state
-        for k, s0 in enumerate((c0, n0, m0, h0)):
-            S[k, 0] = s0
-        _scripted(_slstm_forward_loop)(wx.contiguous(), R.contiguous(), A, S)
-        ctx.save_for_backward(A, R, S)
-        return S[3, 1:], S[0, -1], S[1, -1], S[2, -1]
+        S = wx.new_empty(3, T + 1, NH, B, G // 4)  # c, n, m of every step; index 0: the initial state
+        H = wx.new_empty(NH, T + 1, B, G // 4)  # h of every step, head-major
+        for s, s0 in ((S[0, 0], c0), (S[1, 0], n0), (S[2, 0], m0), (H[:, 0], h0)):
+            s.copy_(s0)
+        Y = wx.new_empty(5, T, NH, B, G // 4)  # u, ig, fg, tanh(z), sigmoid(o) of every step
+        _slstm_forward_loop(wx.contiguous(), R.contiguous(), A, S, H, Y)
+        ctx.save_for_backward(A, R, S, H, Y)
+        return H[:, 1:].transpose(0, 1), S[0, -1], S[1, -1], S[2, -1]
 
     @staticmethod
     def backward(ctx, g_hs, g_c, g_n, g_m):
-        A, R, S = ctx.saved_tensors
+        A, R, S, H, Y = ctx.saved_tensors
         T, NH, B, G = A.shape
         DH = G // 4
-        # pointwise quantities of every step at once, (T, NH, B, DH) each
-        i, f, z, o = A.split(DH, dim=-1)
-        c_prev, n_prev, m_prev = S[0, :-1], S[1, :-1], S[2, :-1]
-        c, n, m, h = S[0, 1:], S[1, 1:], S[2, 1:], S[3, 1:]
-        u = F.logsigmoid(f) + m_prev
-        ig, fg = torch.exp(i - m), torch.exp(u - m)
-        tz, so = torch.tanh(z), torch.sigmoid(o)
-        sel_i = (i > u).to(A.dtype) + 0.5 * (i == u).to(A.dtype)  # how torch.maximum shares the gradient
-        P, Q = so / n, h / n  # dh/dc, -dh/dn
-        zero = A.new_zeros(NH, B, DH)
-        grads = [zero if g is None else g.contiguous() for g in (g_c, g_n, g_m)]
-        g_hs = A.new_zeros(T, NH, B, DH) if g_hs is None else g_hs.contiguous()
-        dA = torch.empty_like(A)
-        d_state = _scripted(_slstm_backward_loop)(
-            g_hs, *grads, P, Q, c_prev, n_prev, tz, ig, fg, sel_i, 1.0 - sel_i, torch.sigmoid(-f),
-            ig * (1.0 - tz * tz), P * c * (1.0 - so), R.transpose(1, 2).contiguous(), dA)
-        h_prev = S[3, :-1].permute(1, 3, 0, 2).reshape(NH, DH, T * B)  # (NH, DH, T*B)
-        dR = torch.bmm(h_prev, dA.transpose(0, 1).reshape(NH, T * B, G))  # (NH, DH, 4DH)
-        return dA, dR, *d_state
+        i, f = A[..., :DH], A[..., DH:2 * DH]
+        u, ig, fg, tz, so = Y
+        c_prev, n_prev, n, h = S[0, :-1], S[1, :-1], S[1, 1:], H[:, 1:].transpose(0, 1)
+        # as few passes over the (T, NH, B, DH) tensors as possible: each costs as much as a step of the loop
+        sel_i = torch.sub(i, u).sign_().add_(1.0).mul_(0.5)  # how torch.maximum shares the gradient: 1, 0.5, 0
+        PQ, X0, X1 = A.new_empty(3, T, 2, NH, B, DH)
+        torch.div(so, n, out=PQ[:, 0])  # dh/dc
+        torch.div(h, n, out=PQ[:, 1]).neg_()  # dh/dn
+        torch.mul(tz, ig, out=X0[:, 0])  # gA = (gc tz + gn) ig
+        torch.mul(c_prev, fg, out=X0[:, 1])  # gB = (gc c_prev + gn n_prev) fg
+        X1[:, 0] = ig
+        torch.mul(n_prev, fg, out=X1[:, 1])
+        K_z = torch.addcmul(ig, X0[:, 0], tz, value=-1.0)  # dc/dz = ig (1 - tanh(z)^2)
+        K_o = torch.addcmul(h, h, so, value=-1.0)  # dh/do = c / n sigmoid'(o) = h (1 - sigmoid(o))
+        GCN = A.new_empty(T + 1, 2, NH, B, DH)
+        for k, g in enumerate((g_c, g_n)):
+            GCN[T - 1, k] = 0.0 if g is None else g
+        gm = A.new_zeros(NH, B, DH) if g_m is None else g_m.contiguous()
+        gh = A.new_zeros(T, NH, B, DH) if g_hs is None else g_hs.clone(memory_format=torch.contiguous_format)
+        dA = A.new_empty(NH, T, B, G)  # head-major, as H: dR below is one matmul without copies
+        d_state = _slstm_backward_loop(gh, GCN, gm, PQ, X0, X1, sel_i, f.neg().sigmoid_(), K_z, K_o, fg,
+                                       R.transpose(1, 2).contiguous(), dA)
+        dR = torch.bmm(H[:, :-1].reshape(NH, T * B, DH).transpose(1, 2), dA.view(NH, T * B, G))  # (NH, DH, 4DH)
+        return dA.transpose(0, 1), dR, *d_state
