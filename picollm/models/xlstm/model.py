@@ -19,7 +19,7 @@ through its `n == 0` check) computes. Saved states are finite after the first to
 
 The cells themselves (the mLSTM's three forms, the sLSTM scan) are in kernels.py beside it, the settings in config.py; this
 module holds the blocks and the model. Speed on CPU (bench/xlstm.py): the sLSTM loop runs without
-autograd and has a hand-written backward through time (SLSTMScan, both loops TorchScript-compiled), 2.5-4.5x
+autograd and has a hand-written backward through time (SLSTMScan, two eager loops of in-place ops), 2.5-4.5x
 faster than the library's vanilla backend; the depthwise conv is written as K shifted multiply-adds; the mLSTM
 block runs at the library's speed.
 tests/models/test_xlstm_parity.py checks all of it against the library and a plain-autograd reference.
