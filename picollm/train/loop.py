@@ -48,6 +48,7 @@ from picollm.runs.layout import (
     write_train_log,
 )
 from picollm.train.evaluate import evaluate
+from picollm.train.muon import Muon
 from picollm.train.schedule import Schedule
 
 log = get_logger()
@@ -114,7 +115,8 @@ def _decay_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer | Optimizers:
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
+                   low_precision: bool = False) -> torch.optim.Optimizer | Optimizers:
     """AdamW; plain SGD (momentum only if --momentum asks); or Muon on the hidden matrices beside AdamW on
     the rest. Muon's group carries lr_scale = muon_lr / lr, so one schedule drives both (see schedule.py)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -127,8 +129,8 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device)
                               lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if not matrices:
         return adamw
-    muon = torch.optim.Muon([{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
-                            weight_decay=cfg.weight_decay)
+    muon = Muon([{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
+                weight_decay=cfg.weight_decay)
     return Optimizers(muon, adamw)
 
 
