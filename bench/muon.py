@@ -18,7 +18,7 @@ built by make_optimizer:
 
 A step is forward + backward + gradient clipping + optimizer step, as train_step runs it; `opt` is the
 optimizer step alone. The variants are timed interleaved, one step of each in turn, so load from other
-processes on a shared machine hits all alike; median and min over the repeats. Per shape, one line:
+processes on a shared machine hits all alike (each variant first in turn); median and min over the repeats. Per shape, one line:
 
     muon_step_ratio fp32=F bf16=B old=O
 
@@ -59,14 +59,18 @@ def torch_muon(opt: Optimizers) -> Optimizers:
     return Optimizers(torch.optim.Muon(groups, lr=group["lr"], weight_decay=group["weight_decay"]), adamw)
 
 
-def variant_optimizer(name: str, model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer | Optimizers:
+def variant_optimizer(name: str, model: torch.nn.Module, cfg: RunConfig):
     if name == "adamw":
         return make_optimizer(model, cfg.replace(optimizer="adamw"), CPU)
     opt = make_optimizer(model, cfg.replace(optimizer="muon"), CPU, low_precision=name == "muon-bf16")
     return torch_muon(opt) if name == "muon-old" else opt
 
 
-def timed_step(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tensor, grad_clip: float) -> tuple[float, float]:
+Times = dict[str, tuple[list[float], list[float]]]  # variant -> (whole steps, optimizer steps), seconds
+
+
+def timed_step(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tensor,
+               grad_clip: float) -> tuple[float, float]:
     """One training step as train_step runs it: (seconds of the whole step, seconds of opt.step())."""
     start = time.perf_counter()
     logits, _ = model(x)
@@ -81,7 +85,7 @@ def timed_step(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tensor, gr
     return end - start, end - before_step
 
 
-def bench_shape(settings: dict, vocab: int, repeat: int, warmup: int) -> dict[str, tuple[list[float], list[float]]]:
+def bench_shape(settings: dict, vocab: int, repeat: int, warmup: int) -> Times:
     cfg = RunConfig(**settings)
     torch.manual_seed(0)
     base = build_model(cfg, vocab).train()
@@ -91,9 +95,10 @@ def bench_shape(settings: dict, vocab: int, repeat: int, warmup: int) -> dict[st
         lanes[name] = (model, variant_optimizer(name, model, cfg))
     x = torch.randint(0, vocab, (cfg.batch_size, cfg.block_size + 1))
     inputs, targets = x[:, :-1], x[:, 1:]
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in VARIANTS}
+    times: Times = {name: ([], []) for name in VARIANTS}
     for r in range(warmup + repeat):
-        for name, (model, opt) in lanes.items():
+        for name in VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]:  # each goes first in turn
+            model, opt = lanes[name]
             step_s, opt_s = timed_step(model, opt, inputs, targets, cfg.grad_clip)
             if r >= warmup:
                 times[name][0].append(step_s)
@@ -101,10 +106,10 @@ def bench_shape(settings: dict, vocab: int, repeat: int, warmup: int) -> dict[st
     return times
 
 
-def report(shape: str, times: dict[str, tuple[list[float], list[float]]]) -> None:
+def report(shape: str, times: Times) -> None:
     med = {name: statistics.median(step) for name, (step, _) in times.items()}
     for name, (step, opt) in times.items():
-        print(f"{shape:<20} {name:<10} step median {1e3 * med[name]:7.1f} ms  min {1e3 * min(step):7.1f} ms   "
+        print(f"{shape:<20} {name:<10} step median {1e3 * med[name]:7.1f} ms  min {1e3 * min(step):7.1f} ms  "
               f"opt median {1e3 * statistics.median(opt):6.1f} ms  min {1e3 * min(opt):6.1f} ms   "
               f"step / adamw {med[name] / med['adamw']:.3f}", flush=True)
     for label, of in (("muon_step_ratio", statistics.median), ("muon_step_ratio_min", min)):

@@ -53,8 +53,8 @@ def zeropower_via_newtonschulz(G: Tensor, coefficients: tuple[float, float, floa
     return X.mT if tall else X
 
 
-def zeropower_via_gram_newtonschulz(G: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
-                                    dtype: torch.dtype) -> Tensor:
+def zeropower_via_gram_newtonschulz(G: Tensor, coefficients: tuple[float, float, float], steps: int,
+                                    eps: float, dtype: torch.dtype) -> Tensor:
     """The same iteration on the Gram matrix. A step is X <- Q X with Q = a I + b A + c A^2, A = X X^T; every
     Q and A stays a polynomial in A_0, so A_{k+1} = Q A_k Q and the result is Q_4 ... Q_0 X_0. Per step
     4 m^3 instead of 2 m^2 n + m^3 multiply-adds, so it pays once n > 1.5 m. In bfloat16 the rounding errors
@@ -83,7 +83,7 @@ def orthogonalise(G: Tensor, group: dict, dtype: torch.dtype) -> Tensor:
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
-    """torch.optim.Muon's step size for a rows x cols matrix, so that updates of all shapes have a like RMS."""
+    """torch.optim.Muon's step size for a rows x cols matrix: updates of every shape get a like RMS."""
     rows, cols = shape[:2]
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return lr * math.sqrt(max(1, rows / cols))
