@@ -17,8 +17,9 @@ built by make_optimizer:
                 of torch.optim.Muon, which iterates in bfloat16 too)
 
 A step is forward + backward + gradient clipping + optimizer step, as train_step runs it; `opt` is the
-optimizer step alone. The variants are timed interleaved, one step of each in turn, so load from other
-processes on a shared machine hits all alike (each variant first in turn); median and min over the repeats. Per shape, one line:
+optimizer step alone. The variants are timed interleaved, one step of each in turn (each first in turn),
+so load from other processes on a shared machine hits all alike; median and min over the repeats. Per
+shape, after one line per variant:
 
     muon_step_ratio fp32=F bf16=B old=O
 
