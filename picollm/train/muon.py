@@ -140,5 +140,5 @@ class Muon(torch.optim.Muon):
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         for shape, idx in by_shape(params).items():
             ortho = orthogonalise(torch.stack([updates[i] for i in idx]), group, self.ns_dtype)
-            torch._foreach_add_([params[i] for i in idx], list(ortho.to(params[idx[0]].dtype).unbind(0)),
+            torch._foreach_add_([params[i] for i in idx], list(ortho.unbind(0)),  # bf16 into fp32, as torch
                                 alpha=-adjusted_lr(lr, group["adjust_lr_fn"], shape))
