@@ -55,6 +55,7 @@ from picollm.runs.layout import (
     write_train_log,
 )
 from picollm.train.evaluate import evaluate
+from picollm.train.muon import Muon
 from picollm.train.schedule import Schedule
 
 log = get_logger()
@@ -124,7 +125,9 @@ def _decay_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
                    low_precision: bool = False) -> torch.optim.Optimizer | Optimizers:
     """AdamW; plain SGD (momentum only if --momentum asks); or Muon on the hidden matrices beside AdamW on
-    the rest. Muon's group carries lr_scale = muon_lr / lr, so one schedule drives both (see schedule.py)."""
+    the rest. Muon's group carries lr_scale = muon_lr / lr, so one schedule drives both (see schedule.py).
+    low_precision: Muon's Newton-Schulz iteration in bfloat16 (torch.optim.Muon's own numbers; fast where
+    the CPU has bf16 units), else in float32 (emulated bfloat16 is ~15x slower than float32 on CPUs without)."""
     params = [p for p in model.parameters() if p.requires_grad]
     cfg = cfg.resolved()  # --optimizer auto: the family's own
     if cfg.optimizer == "sgd":
@@ -135,8 +138,8 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
                               lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if not matrices:
         return adamw
-    muon = torch.optim.Muon([{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
-                            weight_decay=cfg.weight_decay)
+    muon = Muon([{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
+                weight_decay=cfg.weight_decay, ns_dtype=torch.bfloat16 if low_precision else torch.float32)
     return Optimizers(muon, adamw)
 
 
