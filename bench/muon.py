@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from picollm.config import RunConfig
 from picollm.models import build_model
-from picollm.train.loop import Optimizers, make_optimizer
+from picollm.train.optimizers import Optimizers, make_optimizer
 
 CPU = torch.device("cpu")
 SHAPES = {

@@ -10,6 +10,7 @@ import torch
 from conftest import family_params
 
 import picollm.train.loop as train_mod
+import picollm.train.optimizers as optimizers
 from picollm.config import RunConfig
 from picollm.core.errors import CheckpointError, ConfigError, DiskFullError
 from picollm.models import build_model
@@ -265,7 +266,7 @@ def test_a_new_default_recipe_never_reuses_an_old_run_directory(family, recipe_c
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     cfg = RunConfig(model="transformer", embed=16, layers=2, heads=2, tie_weights=False, optimizer="muon")
     model = build_model(cfg, 23)
-    opt = train_mod.make_optimizer(model, cfg, torch.device("cpu"))
+    opt = optimizers.make_optimizer(model, cfg, torch.device("cpu"))
     muon, adamw = opt.optimizers
     assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -277,7 +278,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert {"blocks.0.attn.q.weight", "blocks.0.attn.k.weight", "blocks.0.attn.v.weight"} <= on_muon  # the recipe
     lstm_cfg = RunConfig(model="lstm", embed=16, hidden=32, optimizer="muon")
     lstm = build_model(lstm_cfg, 23)
-    on_muon = {id(p) for p in train_mod.hidden_matrices(lstm)}
+    on_muon = {id(p) for p in optimizers.hidden_matrices(lstm)}
     assert id(lstm.rnn.weight_hh_l0) in on_muon and id(lstm.embedding.weight) not in on_muon
 
 
@@ -288,7 +289,7 @@ def _three_steps(cfg: RunConfig, split_qkv: bool) -> tuple[list[float], torch.Te
 
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(vocab_size=23, embed=16, layers=2, heads=2, split_qkv=split_qkv))
-    opt = train_mod.make_optimizer(model, cfg, torch.device("cpu"))
+    opt = optimizers.make_optimizer(model, cfg, torch.device("cpu"))
     batches = torch.randint(0, 23, (3, 4, 9), generator=torch.Generator().manual_seed(1))
     losses = []
     for batch in batches:
@@ -330,7 +331,7 @@ def test_muon_matrices_follow_the_schedule_at_muon_lr(corpus, tmp_path):
 def test_sgd_is_plain_sgd_unless_momentum_is_asked_for():
     cfg = RunConfig(model="kgram_mlp", embed=8, hidden=16, optimizer="sgd", lr=0.3, weight_decay=0.0)
     model = build_model(cfg, 11)
-    opt = train_mod.make_optimizer(model, cfg, torch.device("cpu"))
+    opt = optimizers.make_optimizer(model, cfg, torch.device("cpu"))
     assert isinstance(opt, torch.optim.SGD) and all(g["momentum"] == 0 for g in opt.param_groups)
     before = [p.detach().clone() for p in model.parameters()]
     for _ in range(2):  # with momentum, the second step would differ from -lr * grad
@@ -342,7 +343,7 @@ def test_sgd_is_plain_sgd_unless_momentum_is_asked_for():
         opt.step()
         for p, b, g in zip(model.parameters(), before, grads):
             assert torch.allclose(p, b - 0.3 * g)
-    with_momentum = train_mod.make_optimizer(model, cfg.replace(momentum=0.9), torch.device("cpu"))
+    with_momentum = optimizers.make_optimizer(model, cfg.replace(momentum=0.9), torch.device("cpu"))
     assert all(g["momentum"] == 0.9 for g in with_momentum.param_groups)
 
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-import picollm.train.loop as train_mod
+import picollm.train.optimizers as optimizers
 from picollm.config import RunConfig
 from picollm.models import build_model
 from picollm.train.muon import Muon, zeropower_via_gram_newtonschulz, zeropower_via_newtonschulz
@@ -116,7 +116,7 @@ def test_make_optimizer_steps_every_parameter(model, low_precision):
     cfg = RunConfig(model=model, embed=16, hidden=32, layers=2, heads=2, tie_weights=False, optimizer="muon")
     net = build_model(cfg, 23)
     before = copy.deepcopy(net.state_dict())
-    opt = train_mod.make_optimizer(net, cfg, torch.device("cpu"), low_precision=low_precision)
+    opt = optimizers.make_optimizer(net, cfg, torch.device("cpu"), low_precision=low_precision)
     muon = opt.optimizers[0]
     assert isinstance(muon, Muon) and muon.ns_dtype == (torch.bfloat16 if low_precision else torch.float32)
     batch = torch.randint(0, 23, (4, 9), generator=torch.Generator().manual_seed(1))
