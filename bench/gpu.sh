@@ -22,7 +22,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-: "${PICOLLM_DATA_DIR:?set PICOLLM_DATA_DIR to a folder holding tinyshakespeare/ and ptb/}"
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -57,6 +56,7 @@ print(f"gpu env device={torch.cuda.get_device_name(0) if ok else 'none'} torch={
 raise SystemExit(0 if ok else 1)
 EOF
 [ $? -eq 0 ] || { echo "gpu env: no CUDA device; nothing to check"; exit 1; }
+: "${PICOLLM_DATA_DIR:?set PICOLLM_DATA_DIR to a folder holding tinyshakespeare/ and ptb/}"
 
 CHAR="train --models transformer --corpus tinyshakespeare --layers 6 --heads 6 --embed 384 --block_size 256 --batch_size 64 --dropout 0.2
       --eval_tokens 0 --device cuda --no-progress"

@@ -1,0 +1,38 @@
+"""The benchmarks' prepared parts that can be checked without their hardware or their minutes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_script_parses():
+    subprocess.run(["bash", "-n", str(ROOT / "bench" / "gpu.sh")], check=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs its ten minutes of checks")
+def test_gpu_script_without_cuda_says_so_in_one_line_and_fails(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[-1] == "gpu env: no CUDA device; nothing to check"
+    assert not list(tmp_path.iterdir())  # it stopped before training anything
+
+
+def test_the_precision_bench_reads_within_and_outside_the_seed_range():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from precision import family_line
+    finally:
+        sys.path.pop(0)
+    fp32 = [("a", 1.50, 10.0), ("b", 1.52, 10.0)]
+    line, word = family_line("lstm", fp32, [("a", 1.51, 5.0), ("b", 1.51, 5.0)])
+    assert word == "lstm=2.00:within" and "within the fp32 range" in line
+    _, word = family_line("lstm", fp32, [("a", 1.56, 10.0), ("b", 1.58, 10.0)])
+    assert word == "lstm=1.00:outside"
