@@ -77,15 +77,25 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat([cache[1], v], dim=2)
         dropout = self.dropout if self.training else 0.0
         if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale)
+            y = attend(q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale)
         elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)  # one query sees every cached key
+            y = attend(q, k, v, dropout_p=dropout, scale=self.scale)  # one query sees every cached key
         else:
             # query i sits at absolute position past + i and may see keys 0 .. past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
+            y = attend(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y)), (k, v)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
+    """F.scaled_dot_product_attention, in fp32 on a CPU under bf16 autocast: there the bf16 kernel (forward +
+    backward) takes 3.8x the fp32 one's time at head size 32 (bench/precision_speed.py), where CUDA's bf16
+    kernels are the fast ones."""
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
 class MLP(nn.Module):
