@@ -26,9 +26,12 @@ from picollm.models import build_model
 from picollm.train.optimizers import make_optimizer
 
 CPU = torch.device("cpu")
-#: (name, settings, vocabulary): bench/precision.yaml's shapes (Tiny Shakespeare's 65 characters), and
+#: (name, settings, vocabulary): tiny models, bench/precision.yaml's shapes (Tiny Shakespeare's 65 characters), and
 #: PTB's LSTMs (10k words): the PyTorch example's shape and ptb-small-picollm's
 CASES = [
+    # the tour notebook's tiny runs (about 50k parameters): why --precision auto keeps such models in fp32
+    ("lstm_tiny", dict(model="lstm", embed=32, hidden=64, layers=1, block_size=32, batch_size=16), 65),
+    ("transformer_tiny", dict(model="transformer", embed=32, layers=1, heads=2, block_size=32, batch_size=16), 65),
     ("kgram_mlp", dict(model="kgram_mlp", embed=128, hidden=512, k=8, inner_layers=2, block_size=64, batch_size=12), 65),
     ("lstm", dict(model="lstm", embed=128, hidden=256, layers=2, block_size=64, batch_size=12), 65),
     ("xlstm", dict(model="xlstm", embed=128, hidden=128, layers=4, heads=4, block_size=64, batch_size=12), 65),
@@ -84,7 +87,8 @@ def main() -> None:
     for name, settings, vocab in CASES:
         t = measure(settings, vocab, args.steps)
         ratios.append(f"{name}={t['fp32'] / t['bf16']:.2f}")
-        print(f"{name:<18} fp32 {t['fp32'] * 1e3:8.1f} ms  bf16 {t['bf16'] * 1e3:8.1f} ms  fp32/bf16 "
+        params = build_model(RunConfig(**settings), vocab).num_params()
+        print(f"{name:<18} {params:>9,} params  fp32 {t['fp32'] * 1e3:8.1f} ms  bf16 {t['bf16'] * 1e3:8.1f} ms  fp32/bf16 "
               f"{t['fp32'] / t['bf16']:.2f}x")
     print("precision_speed " + " ".join(ratios))
 

@@ -115,7 +115,8 @@ class RunConfig:
     # not fingerprinted, like the device: where a run trains, not what it learns; bf16's losses stay within the
     # seed spread of fp32's (docs/results.md, "bf16"), and a resumed run keeps the precision it started with
     precision: str = setting("auto", "bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with bf16 units "
-                             "(AVX512-BF16, AMX), fp32 elsewhere", choices=("auto", "fp32", "bf16"))
+                             "(AVX512-BF16, AMX) for models of 250k parameters or more, fp32 elsewhere",
+                             choices=("auto", "fp32", "bf16"))
     compile: bool = setting(False, "torch.compile the model")
     out_dir: str = setting("checkpoints", "root directory of run directories")
     threads: int = setting(0, "torch CPU threads (0 = torch default)", bounds="[0, inf)")

@@ -28,13 +28,21 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """--precision made concrete: auto is bf16 on CUDA and on CPUs with bf16 units, fp32 elsewhere."""
+#: below this many parameters a CPU's bf16 autocast costs more than it saves (it casts every weight every step):
+#: models of 15k-30k parameters took 1.5x fp32's time a step, those of 0.44M and more 1.1-1.8x less
+#: (bench/precision_speed.py)
+BF16_MIN_PARAMS = 250_000
+
+
+def resolve_precision(precision: str, device: torch.device, num_params: int | None = None) -> str:
+    """--precision made concrete: auto is bf16 on CUDA, and on CPUs with bf16 units for models of at least
+    BF16_MIN_PARAMS parameters (num_params None: any size); fp32 elsewhere."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16"
-    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    large = num_params is None or num_params >= BF16_MIN_PARAMS
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() and large else "fp32"
 
 
 def legacy_precision(device: torch.device) -> str:

@@ -284,7 +284,7 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
         model.load_state_dict(load_checkpoint(checkpoint_path(cfg.parent, "best"), map_location=device)["model"])
     last = checkpoint_path(run_dir, "last")
     ckpt = load_checkpoint(last, map_location=device, require=LAST_KEYS) if last.exists() else None
-    precision = run_precision(cfg, device, ckpt)
+    precision = run_precision(cfg, device, ckpt, model.num_params())
     run = Run(cfg, run_dir, device, model, make_optimizer(model, cfg, device, low_precision=precision == "bf16"),
               Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens,
               precision)
@@ -300,12 +300,12 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
     return run
 
 
-def run_precision(cfg: RunConfig, device: torch.device, ckpt: dict[str, Any] | None) -> str:
+def run_precision(cfg: RunConfig, device: torch.device, ckpt: dict[str, Any] | None, num_params: int) -> str:
     """--precision made concrete. A resumed run under auto keeps the precision it started with (a last.pt
     from before --precision existed: the one of that code), so its numbers do not depend on where it resumes."""
     if cfg.precision == "auto" and ckpt is not None:
         return ckpt["train_state"].get("precision") or legacy_precision(device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, num_params)
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         log.warning("--precision bf16 on a CPU without bf16 units (AVX512-BF16, AMX): torch emulates it, "
                     "which is slower than fp32")

@@ -34,6 +34,14 @@ def test_auto_is_bf16_only_on_cpus_with_bf16_units(has_bf16, expected, monkeypat
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
 
 
+def test_auto_keeps_small_models_in_fp32_on_a_cpu(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    small, large = devices.BF16_MIN_PARAMS - 1, devices.BF16_MIN_PARAMS
+    assert resolve_precision("auto", CPU, small) == "fp32" and resolve_precision("auto", CPU, large) == "bf16"
+    assert resolve_precision("bf16", CPU, small) == "bf16"  # asked for: obeyed
+    assert resolve_precision("auto", torch.device("cuda"), small) == "bf16"
+
+
 def test_precision_is_not_in_the_fingerprint():
     names = {RunConfig(precision=p).run_name() for p in ("auto", "fp32", "bf16")}
     assert len(names) == 1
@@ -57,6 +65,7 @@ def test_a_bf16_run_multiplies_in_bf16_and_records_it(corpus, tmp_path, monkeypa
 
 
 def test_a_resumed_run_keeps_the_precision_it_started_with(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(devices, "BF16_MIN_PARAMS", 0)  # auto picks bf16 for this tiny model too
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
     cfg = tiny(corpus, tmp_path)
     train_run(cfg, stop_at_step=10)  # auto = fp32 on this (pretended) CPU
@@ -70,5 +79,5 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(corpus, tmp_path, mon
 def test_a_last_pt_from_before_precision_resumes_as_it_trained(corpus, tmp_path):
     cfg = tiny(corpus, tmp_path)
     ckpt = {"train_state": {"step": 10}}  # no "precision": written before the setting existed
-    assert train_mod.run_precision(cfg, CPU, ckpt) == "fp32"
-    assert train_mod.run_precision(cfg.replace(precision="bf16"), CPU, ckpt) == "bf16"  # asked for: obeyed
+    assert train_mod.run_precision(cfg, CPU, ckpt, 10**6) == "fp32"
+    assert train_mod.run_precision(cfg.replace(precision="bf16"), CPU, ckpt, 10**6) == "bf16"  # asked for: obeyed
