@@ -456,7 +456,10 @@ def start_long_batch(corpus: str, tmp_path: Path) -> subprocess.Popen:
     space = write_space(tmp_path / "s.json", corpus, [{"model": "lstm"}], base={"max_steps": 2000, "eval_interval": 5})
     cmd = [sys.executable, "-m", "picollm", "batch", "--space", space, "--workers", "1", "--out_dir", "runs",
            "--log_dir", "logs"]
-    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C in a terminal reaches a process whose SIGINT has its default action; a test run started in the
+    # background by a shell without job control (`pytest &`) ignores SIGINT, and exec would pass that on
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def training_run(out: Path, proc: subprocess.Popen) -> Path:
