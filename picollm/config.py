@@ -76,6 +76,9 @@ class RunConfig:
                                "others)",
                                bounds="(0, inf)", kind=float)
     muon_lr: float = setting(0.02, "muon: peak learning rate of the hidden matrices", bounds="(0, inf)")
+    muon_ns: str = setting("polar3", "muon: the orthogonalisation, polar3 (3 Newton-Schulz steps of a "
+                           "Polar-Express schedule) or jordan5 (Keller Jordan's 5 steps, torch.optim.Muon's)",
+                           choices=("polar3", "jordan5"))
     momentum: float = setting(0.0, "sgd: momentum (0 = plain SGD)", bounds="[0, 1)")
     min_lr_ratio: float | None = setting(None, "cosine / wsd schedule floor, as a fraction of lr (default: the "
                                          "family's recipe, 0 for the transformer and xlstm, 0.1 for the others)", bounds="[0, 1]",
@@ -199,6 +202,7 @@ class RunConfig:
             changes["lr_decay"] = None
         if optimizer != "muon":
             changes["muon_lr"] = None
+            changes["muon_ns"] = None
         if optimizer != "sgd":
             changes["momentum"] = None
         else:  # SGD has no moment estimates
@@ -255,7 +259,7 @@ def __getattr__(name: str) -> Any:
 #: (muon_lr, momentum, decay_frac, ...) is blanked by resolved() otherwise and needs no entry.
 OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
                               "zero_init_proj": False, "split_qkv": False, "init_range": 0.0,
-                              "weight_drop": 0.0, "io_dropout": 0.0}
+                              "weight_drop": 0.0, "io_dropout": 0.0, "muon_ns": "jordan5"}
 #: settings whose default ("auto", or None for a number or a switch) is the family's recipe
 #: (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")

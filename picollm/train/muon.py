@@ -2,21 +2,25 @@
 
 Hand-written because torch.optim.Muon orthogonalises one matrix at a time, each cast to bfloat16 on its
 own: at picollm's shapes (the 4 x 4 x 128 transformer has 24 matrices, of three shapes) the many small
-calls cost as much as their arithmetic. Here the matrices of one shape are stacked into one (N, rows,
-cols) batch and iterated with torch.bmm / torch.baddbmm, as modded-nanogpt does (on this CPU, bf16, one
-thread: 14 ms of Newton-Schulz a step instead of 21-26 ms); momentum, weight decay and the update use
-torch._foreach_* ops.
+calls cost as much as their arithmetic. Here the matrices of one shape (a tall one lying down, as its
+transpose) are stacked into one (N, rows, cols) batch and iterated with torch.bmm / torch.baddbmm, as
+modded-nanogpt does; momentum, weight decay and the update use torch._foreach_* ops.
 
 Everything else is torch.optim.Muon's. The class subclasses it, so the constructor, its defaults and checks,
 the param_groups keys and state[p]["momentum_buffer"] are torch's own and a state_dict of either loads into
-the other: Nesterov momentum 0.95, Keller Jordan's quintic coefficients, 5 steps, the 'original' step size
-lr * sqrt(max(1, rows / cols)), decoupled weight decay lr * weight_decay.
+the other: Nesterov momentum 0.95, the 'original' step size lr * sqrt(max(1, rows / cols)), decoupled weight
+decay lr * weight_decay, and by default Keller Jordan's quintic coefficients, 5 steps.
 
-ns_dtype is the iteration's dtype. bfloat16 (the default) is what torch.optim.Muon itself iterates in, and
-gives its numbers bit for bit. float32 is for CPUs without bf16 units, where a bfloat16 matmul is emulated
-(about 15x slower than float32 with oneDNN held to AVX2); matrices at least twice as wide as tall are then
-iterated on their Gram matrix (zeropower_via_gram_newtonschulz), the same polynomial in 1.8x fewer flops at
-4:1. Both float32 forms are within 4e-4 of the float64 iteration, where bfloat16 is 1e-2 to 2 away from it
+ns_schedule, when given, replaces the iteration's coefficients: one (a, b, c) per step (torch's group keys
+ns_coefficients and ns_steps then go unused). picollm trains with POLAR3 unless --muon_ns says jordan5
+(JORDAN5 is torch's iteration; runs from before --muon_ns existed resume with it).
+
+ns_dtype is the iteration's dtype. bfloat16 (the default) is what torch.optim.Muon itself iterates in; with
+JORDAN5 it gives torch's numbers (bit for bit at the tests' shapes; a GEMM kernel may sum a large transposed
+matrix in another order). float32 is for CPUs without bf16 units, where a bfloat16 matmul is emulated (about
+15x slower than float32 with oneDNN held to AVX2); matrices at least twice as wide as tall are then iterated
+on their Gram matrix (zeropower_via_gram_newtonschulz), the same polynomials in 1.8x fewer flops at 4:1.
+Both float32 forms are within 4e-4 of the float64 iteration, where bfloat16 is 1e-2 to 2 away from it
 (relative Frobenius error, on ill-conditioned test matrices).
 """
 
@@ -24,10 +28,24 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+#: Newton-Schulz steps, one odd quintic p(s) = a s + b s^3 + c s^5 of the singular values each
+Schedule = Sequence[tuple[float, float, float]]
+#: Keller Jordan's quintic five times: torch.optim.Muon's iteration
+JORDAN5: Schedule = ((3.4445, -4.7750, 2.0315),) * 5
+#: three steps of a Polar-Express schedule (Amsel et al. 2025): each quintic the closest to 1 in the worst case
+#: over the singular values the steps before leave, from [1e-3, 1], with a 1% safety margin for bfloat16;
+#: `python bench/ns_schedule.py` derives them. 40% fewer matrix products than JORDAN5; it maps [1e-3, 1] to
+#: [0.14, 1.86] where JORDAN5 gives [0.47, 1.20], and the transformer learns as fast with it (docs/results.md,
+#: "Speed on a CPU")
+POLAR3: Schedule = ((8.386465, -24.369654, 17.72512), (4.14142, -3.017275, 0.552427),
+                    (3.922631, -2.867185, 0.535652))
+#: --muon_ns
+NS_SCHEDULES: dict[str, Schedule] = {"polar3": POLAR3, "jordan5": JORDAN5}
 
 
 def normalised_wide(G: Tensor, eps: float, dtype: torch.dtype) -> tuple[Tensor, bool]:
@@ -40,46 +58,42 @@ def normalised_wide(G: Tensor, eps: float, dtype: torch.dtype) -> tuple[Tensor, 
     return X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps), tall
 
 
-def zeropower_via_newtonschulz(G: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
-                               dtype: torch.dtype) -> Tensor:
-    """Each matrix of G (N, rows, cols) approximately orthogonalised, U S' V^T with S' ~ 1, in dtype:
-    torch's _zeropower_via_newtonschulz, batched."""
-    a, b, c = coefficients
+def zeropower_via_newtonschulz(G: Tensor, schedule: Schedule, eps: float, dtype: torch.dtype) -> Tensor:
+    """Each matrix of G (N, rows, cols) approximately orthogonalised, U S' V^T with S' ~ 1, in dtype: one
+    step per (a, b, c) of the schedule; with JORDAN5, torch's _zeropower_via_newtonschulz, batched."""
     X, tall = normalised_wide(G, eps, dtype)
-    for _ in range(steps):
+    for a, b, c in schedule:
         A = torch.bmm(X, X.mT)  # (N, m, m)
         B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A^2
         X = torch.baddbmm(X, B, X, beta=a)  # a X + B X: (N, m, n)
     return X.mT if tall else X
 
 
-def zeropower_via_gram_newtonschulz(G: Tensor, coefficients: tuple[float, float, float], steps: int,
-                                    eps: float, dtype: torch.dtype) -> Tensor:
+def zeropower_via_gram_newtonschulz(G: Tensor, schedule: Schedule, eps: float, dtype: torch.dtype) -> Tensor:
     """The same iteration on the Gram matrix. A step is X <- Q X with Q = a I + b A + c A^2, A = X X^T; every
     Q and A stays a polynomial in A_0, so A_{k+1} = Q A_k Q and the result is Q_4 ... Q_0 X_0. Per step
     4 m^3 instead of 2 m^2 n + m^3 multiply-adds, so it pays once n > 1.5 m. In bfloat16 the rounding errors
     of A grow unchecked (singular values of 40 where 1.2 is expected): float32 or wider only."""
-    a, b, c = coefficients
     X, tall = normalised_wide(G, eps, dtype)
     A = torch.bmm(X, X.mT)  # (N, m, m)
     P = None  # Q_k ... Q_0
-    for k in range(steps):
+    for k, (a, b, c) in enumerate(schedule):
         Q = torch.baddbmm(A, A, A, beta=b, alpha=c)
         Q.diagonal(dim1=-2, dim2=-1).add_(a)
         P = Q if P is None else torch.bmm(Q, P)
-        if k < steps - 1:
+        if k < len(schedule) - 1:
             A = torch.bmm(Q, torch.bmm(Q, A))
     X = X if P is None else torch.bmm(P, X)
     return X.mT if tall else X
 
 
-def orthogonalise(G: Tensor, group: dict, dtype: torch.dtype) -> Tensor:
-    """G (N, rows, cols) orthogonalised with the group's settings: on the Gram matrix where that is cheaper
-    and dtype holds it, otherwise as torch does."""
+def orthogonalise(G: Tensor, schedule: Schedule, eps: float, dtype: torch.dtype) -> Tensor:
+    """G (N, rows, cols) orthogonalised: on the Gram matrix where that is cheaper and dtype holds it,
+    otherwise as torch does."""
     m, n = sorted(G.shape[-2:])
     gram = dtype in (torch.float32, torch.float64) and n >= 2 * m
     zeropower = zeropower_via_gram_newtonschulz if gram else zeropower_via_newtonschulz
-    return zeropower(G, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
+    return zeropower(G, schedule, eps, dtype)
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -92,23 +106,29 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float
     return lr
 
 
-def by_shape(params: list[Tensor]) -> dict[torch.Size, list[int]]:
-    """Indices of params grouped by shape, in order: each group is one Newton-Schulz batch. A tall shape and
-    its transpose stay apart: a tall batch is iterated as a transposed view, as torch does it per matrix,
-    which keeps the bfloat16 result bit for bit torch.optim.Muon's."""
-    groups: dict[torch.Size, list[int]] = defaultdict(list)
+def by_shape(params: list[Tensor]) -> dict[tuple[int, int], list[int]]:
+    """Indices of params grouped by their shape lying down, (shorter side, longer side), in order: each group
+    is one Newton-Schulz batch, a tall matrix iterated as its transpose (as torch iterates it)."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, p in enumerate(params):
-        groups[p.shape].append(i)
+        groups[tuple(sorted(p.shape))].append(i)
     return groups
+
+
+def lying_down(M: Tensor) -> Tensor:
+    """M, transposed if it is tall: (shorter side, longer side)."""
+    return M.mT if M.size(-2) > M.size(-1) else M
 
 
 class Muon(torch.optim.Muon):
     """torch.optim.Muon with the orthogonalisation batched per shape; ns_dtype: the iteration's dtype."""
 
-    def __init__(self, params, *args, ns_dtype: torch.dtype = torch.bfloat16, **kwargs) -> None:
+    def __init__(self, params, *args, ns_dtype: torch.dtype = torch.bfloat16,
+                 ns_schedule: Schedule | None = None, **kwargs) -> None:
         super().__init__(params, *args, **kwargs)
-        # an attribute, not a group key: loading a state_dict replaces the groups with the saved ones
+        # attributes, not group keys: loading a state_dict replaces the groups with the saved ones
         self.ns_dtype = ns_dtype
+        self.ns_schedule = ns_schedule  # None: the group's ns_coefficients, ns_steps times, as torch
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -138,7 +158,17 @@ class Muon(torch.optim.Muon):
         lr = float(group["lr"])  # a float, or a one-element tensor as torch allows
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-        for shape, idx in by_shape(params).items():
-            ortho = orthogonalise(torch.stack([updates[i] for i in idx]), group, self.ns_dtype)
-            torch._foreach_add_([params[i] for i in idx], list(ortho.unbind(0)),  # bf16 into fp32, as torch
-                                alpha=-adjusted_lr(lr, group["adjust_lr_fn"], shape))
+        schedule = self.ns_schedule or (tuple(group["ns_coefficients"]),) * group["ns_steps"]
+        for idx in by_shape(params).values():
+            # stacking copies, so the tall ones lie down contiguous at no extra cost
+            ortho = orthogonalise(torch.stack([lying_down(updates[i]) for i in idx]), schedule, group["eps"],
+                                  self.ns_dtype)
+            # one cast of the batch, not one per matrix inside a mixed-dtype add (torch adds the bf16 update to
+            # the fp32 weight in fp32 too: the same numbers)
+            ortho = ortho.to(params[idx[0]].dtype)
+            for tall in (False, True):  # each with its own step size
+                step = [(params[i], o.mT if tall else o) for i, o in zip(idx, ortho.unbind(0))
+                        if (params[i].size(0) > params[i].size(1)) == tall]
+                if step:
+                    torch._foreach_add_([p for p, _ in step], [o for _, o in step],
+                                        alpha=-adjusted_lr(lr, group["adjust_lr_fn"], step[0][0].shape))

@@ -9,7 +9,7 @@ import torch
 
 from picollm.config import RunConfig
 from picollm.core.errors import CheckpointError
-from picollm.train.muon import Muon
+from picollm.train.muon import NS_SCHEDULES, Muon
 
 
 class Optimizers:
@@ -78,5 +78,6 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
     if not matrices:
         return adamw
     muon = Muon([{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
-                weight_decay=cfg.weight_decay, ns_dtype=torch.bfloat16 if low_precision else torch.float32)
+                weight_decay=cfg.weight_decay, ns_dtype=torch.bfloat16 if low_precision else torch.float32,
+                ns_schedule=NS_SCHEDULES[cfg.muon_ns])
     return Optimizers(muon, adamw)

@@ -1,6 +1,8 @@
 """picollm's batched Muon against torch.optim.Muon: the same steps, the same state, every matrix stepped."""
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,11 +10,19 @@ import torch
 import picollm.train.optimizers as optimizers
 from picollm.config import RunConfig
 from picollm.models import build_model
-from picollm.train.muon import Muon, zeropower_via_gram_newtonschulz, zeropower_via_newtonschulz
+from picollm.train.muon import (
+    JORDAN5,
+    NS_SCHEDULES,
+    POLAR3,
+    Muon,
+    zeropower_via_gram_newtonschulz,
+    zeropower_via_newtonschulz,
+)
 
+ROOT = Path(__file__).resolve().parents[2]
 #: two of a square shape, a tall and a wide one of the same sizes (two of the tall), one 3:1 and one 2:1
 SHAPES = [(16, 16), (16, 16), (48, 16), (16, 48), (48, 16), (8, 24), (12, 6)]
-NS = dict(coefficients=(3.4445, -4.7750, 2.0315), steps=5, eps=1e-7)
+NS = dict(schedule=JORDAN5, eps=1e-7)
 #: torch.optim.Muon iterates in bfloat16, whose rounding reaches ~1e-3 of a step here: a batched bf16
 #: iteration gives its numbers bit for bit on this machine; 1e-5 leaves room for another GEMM kernel's
 #: order of summation while a wrong rule (weight decay, step size, momentum) is off by 1e-4 or more
@@ -37,10 +47,9 @@ def run(opt: torch.optim.Optimizer, params: list[torch.Tensor], steps: range, lr
 
 def reference_update(G: torch.Tensor) -> torch.Tensor:
     """Keller Jordan's iteration on one matrix in float64, written out: what the float32 forms approximate."""
-    a, b, c = NS["coefficients"]
     X = G.double().T if G.size(0) > G.size(1) else G.double()
     X = X / X.norm().clamp(min=NS["eps"])
-    for _ in range(NS["steps"]):
+    for a, b, c in NS["schedule"]:
         A = X @ X.T
         X = a * X + (b * A + c * A @ A) @ X
     return (X.T if G.size(0) > G.size(1) else X).float()
@@ -126,3 +135,58 @@ def test_make_optimizer_steps_every_parameter(model, low_precision):
     unchanged = [name for name, p in net.named_parameters() if torch.equal(p, before[name])]
     assert not unchanged
     assert all("momentum_buffer" in muon.state[p] for p in muon.param_groups[0]["params"])
+
+
+def test_jordan5_is_torchs_own_iteration():
+    ours, theirs = matrices(), matrices()
+    run(Muon(ours, weight_decay=0.1, ns_schedule=JORDAN5), ours, range(3))
+    run(torch.optim.Muon(theirs, weight_decay=0.1), theirs, range(3))
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=0, atol=BF16_ATOL)
+
+
+def test_polar3_is_the_derived_polar_express_schedule():
+    pytest.importorskip("scipy")
+    spec = importlib.util.spec_from_file_location("ns_schedule", ROOT / "bench" / "ns_schedule.py")
+    ns_schedule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ns_schedule)
+    assert ns_schedule.polar_express(3, 1e-3, 1.01) == POLAR3
+
+
+@pytest.mark.parametrize("name", sorted(NS_SCHEDULES))
+@pytest.mark.parametrize("gram", [False, True])
+def test_each_schedule_maps_every_singular_value_by_its_polynomials(name, gram):
+    """G = U S V^T comes out as U p(S / |G|_F) V^T, p the schedule's quintics composed: the singular
+    vectors are kept and each singular value is mapped on its own."""
+    schedule = NS_SCHEDULES[name]
+    g = torch.Generator().manual_seed(3)
+    U, _ = torch.linalg.qr(torch.randn(24, 24, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(72, 24, generator=g, dtype=torch.float64))
+    singular = torch.logspace(-3, 0, 24, dtype=torch.float64)
+    G = (U * singular) @ V.T  # (24, 72): wide, so both forms apply
+    zeropower = zeropower_via_gram_newtonschulz if gram else zeropower_via_newtonschulz
+    out = zeropower(G[None], schedule, eps=1e-7, dtype=torch.float64)[0]
+    s = singular / singular.norm()
+    for a, b, c in schedule:
+        s = a * s + b * s**3 + c * s**5
+    torch.testing.assert_close(out, (U * s) @ V.T, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("muon_ns", sorted(NS_SCHEDULES))
+def test_make_optimizer_iterates_with_muon_ns(muon_ns):
+    cfg = RunConfig(model="transformer", embed=16, layers=1, heads=2, optimizer="muon", muon_ns=muon_ns)
+    muon = optimizers.make_optimizer(build_model(cfg, 23), cfg, torch.device("cpu")).optimizers[0]
+    assert muon.ns_schedule == NS_SCHEDULES[muon_ns]
+
+
+def test_muon_ns_is_fingerprinted_except_at_torchs_iteration():
+    """Runs trained before --muon_ns existed used torch's iteration: their config.json has no muon_ns and
+    keeps its name; the polar3 default is a new run; an AdamW run has no Newton-Schulz to name."""
+    old = RunConfig(model="transformer", optimizer="muon", muon_ns="jordan5")
+    assert "muon_ns" not in old.fingerprint_dict()
+    assert RunConfig.from_record({k: v for k, v in old.to_dict().items() if k != "muon_ns"}) == old
+    new = old.replace(muon_ns="polar3")
+    assert new.fingerprint_dict()["muon_ns"] == "polar3" and new.fingerprint() != old.fingerprint()
+    adamw = RunConfig(model="transformer", optimizer="adamw")
+    assert "muon_ns" not in adamw.fingerprint_dict()
+    assert adamw.fingerprint() == adamw.replace(muon_ns="jordan5").fingerprint()
