@@ -36,3 +36,28 @@ def test_the_precision_bench_reads_within_and_outside_the_seed_range():
     assert word == "lstm=within" and "within the fp32 range" in line
     _, word = family_line("lstm", fp32, [("a", 1.56, 10.0), ("b", 1.58, 10.0)])
     assert word == "lstm=outside"
+
+
+def test_the_muon_bench_times_the_optimizers_it_names():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import muon as bench_muon
+    finally:
+        sys.path.pop(0)
+    from picollm.config import RunConfig
+    from picollm.models import build_model
+    from picollm.train.muon import JORDAN5, POLAR3, Muon
+
+    cfg = RunConfig(model="transformer", layers=1, heads=2, embed=16, block_size=8, batch_size=2)
+    expected = {"torch": None, "jordan5-bf16": (JORDAN5, torch.bfloat16), "polar3-fp32": (POLAR3, torch.float32),
+                "polar3-bf16": (POLAR3, torch.bfloat16)}
+    for name in bench_muon.VARIANTS:
+        opt = bench_muon.variant_optimizer(name, build_model(cfg, 11), cfg)
+        if name == "adamw":
+            assert isinstance(opt, torch.optim.AdamW)
+            continue
+        muon = opt.optimizers[0]
+        if expected[name] is None:
+            assert type(muon) is torch.optim.Muon
+        else:
+            assert isinstance(muon, Muon) and (muon.ns_schedule, muon.ns_dtype) == expected[name]
