@@ -51,11 +51,8 @@ NS_SCHEDULES: dict[str, Schedule] = {"polar3": POLAR3, "jordan5": JORDAN5}
 def normalised_wide(G: Tensor, eps: float, dtype: torch.dtype) -> tuple[Tensor, bool]:
     """G (N, rows, cols) in dtype, transposed if tall (so X X^T is the smaller Gram matrix), each matrix
     scaled to Frobenius norm 1 so its spectral norm is <= 1; and whether it was transposed."""
-    tall = G.size(-2) > G.size(-1)
-    X = G.to(dtype)
-    if tall:
-        X = X.mT  # a view, as torch iterates it: (N, m, n) with m <= n
-    return X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps), tall
+    X = lying_down(G.to(dtype))  # a view, as torch iterates it: (N, m, n) with m <= n
+    return X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps), G.size(-2) > G.size(-1)
 
 
 def zeropower_via_newtonschulz(G: Tensor, schedule: Schedule, eps: float, dtype: torch.dtype) -> Tensor:
