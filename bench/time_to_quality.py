@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time to quality: the old default recipe against the new one, trained side by side.
 
-    python bench/time_to_quality.py [--steps 2000] [--budget 350] [--target 1.88]
+    python bench/time_to_quality.py [--steps 2000] [--budget 300] [--target 1.88]
                                     [--new_flags "--muon_lr 0.03"] [--baseline_flags "..."]
 
 Both lanes train picollm's transformer at nanoGPT's CPU reference shape (4 layers x 4 heads x 128, block 64,
@@ -103,7 +103,7 @@ def summary_line(results: dict[str, Result], steps: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000, help="steps of the baseline and of the new recipe's long run")
-    parser.add_argument("--budget", type=int, default=350, help="steps of the new recipe's short run (0 = none)")
+    parser.add_argument("--budget", type=int, default=300, help="steps of the new recipe's short run (0 = none)")
     parser.add_argument("--target", type=float, default=1.88, help="val loss to reach")
     parser.add_argument("--eval_interval", type=int, default=50)
     parser.add_argument("--new_flags", default="", help="extra main.py flags for the new recipe")
