@@ -61,3 +61,16 @@ def test_the_muon_bench_times_the_optimizers_it_names():
             assert type(muon) is torch.optim.Muon
         else:
             assert isinstance(muon, Muon) and (muon.ns_schedule, muon.ns_dtype) == expected[name]
+
+
+def test_the_step_profile_bench_times_and_profiles_the_preset_rows_it_names():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), "--runs", "fast:1", "fast:9",
+                           "--repeat", "1", "--warmup", "0", "--profile_steps", "1", "--top", "3"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    heads = [line for line in proc.stdout.splitlines() if line.startswith("step_profile run=")]
+    assert [h.split()[1] for h in heads] == ["run=fast:1", "run=fast:9"]
+    assert "model=kgram_mlp" in heads[0] and "model=lstm" in heads[1]
+    ops = [line for line in proc.stdout.splitlines() if "ms/step" in line]
+    assert len(ops) == 6  # --top 3 for each run
+    assert proc.stdout.splitlines()[-1].startswith("step_profile_ratio fast:9/fast:1=")
