@@ -5,10 +5,10 @@
                                  [--threads 1] [--precision auto|fp32|bf16] [--by_shape]
 
 Each PRESET:ROW (ROW counts from 1, in the preset's order; PRESET:ROW:compile for the same under
-torch.compile, compiled during the warm-up steps) is built as `picollm batch` would train it: its RunConfig,
-its model, make_optimizer's optimizer, --precision resolved for that model on this CPU, batches of its own
-shape from the corpus's train split. A step is forward + backward + gradient clipping + optimizer
-step, as train_step runs it. The runs' steps are timed interleaved, one of each in turn (each first in turn),
+torch.compile, compiled during the warm-up steps) is set up by the training loop's start_run, as `picollm
+batch` trains it (its seed, model, optimizer, --precision resolved for that model on this CPU), in a scratch
+run directory, with batches of its own shape from the corpus's train split; a step is the loop's train_step
+(forward, backward, clipping, optimizer step). The runs' steps are timed interleaved, one of each in turn (each first in turn),
 so load from other processes hits all alike; then each is profiled for --profile_steps steps. Prints `uptime`,
 then per run:
 
@@ -23,49 +23,37 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from picollm.core.devices import autocast_context, resolve_precision
-from picollm.data.batching import prepare_data, random_windows
-from picollm.models import build_model
+from picollm.data.batching import random_windows
 from picollm.sweep.samplers.base import sample
 from picollm.sweep.space import load_space
-from picollm.train.optimizers import make_optimizer
-
-CPU = torch.device("cpu")
+from picollm.train.loop import prepare_run_data, start_run, train_step
 
 
 class Lane:
-    """One preset row, ready to step."""
+    """One preset row, set up by the training loop's own start_run (in a scratch run directory), ready to step."""
 
-    def __init__(self, spec: str, precision: str) -> None:
+    def __init__(self, spec: str, precision: str, threads: int, scratch: Path) -> None:
         preset, row, *compiled = spec.split(":")
-        self.name, self.cfg = spec, sample(load_space(preset))[int(row) - 1]
-        tokenizer, splits = prepare_data(self.cfg.corpus, self.cfg.tokenizer, self.cfg.bpe_vocab_size)
-        torch.manual_seed(0)
-        self.model = build_model(self.cfg, tokenizer.vocab_size).train()
-        self.params = sum(p.numel() for p in self.model.parameters())
-        if compiled == ["compile"]:
-            self.model = torch.compile(self.model)
-        self.precision = resolve_precision(precision, CPU, self.params)
-        self.opt = make_optimizer(self.model, self.cfg, CPU, low_precision=self.precision == "bf16")
+        self.name = spec
+        self.cfg = sample(load_space(preset))[int(row) - 1].replace(precision=precision, threads=threads)
+        run_dir = scratch / spec.replace(":", "-")
+        run_dir.mkdir()
+        tokenizer, splits = prepare_run_data(self.cfg, run_dir)
+        self.run = start_run(self.cfg, run_dir, tokenizer, len(splits["train"]))
+        self.model = torch.compile(self.run.model) if compiled == ["compile"] else self.run.model
         self.x, self.y = random_windows(splits["train"], self.cfg.batch_size, self.cfg.block_size,
                                         torch.Generator().manual_seed(0))
 
     def step(self) -> float:
         start = time.perf_counter()
-        with autocast_context(CPU, self.precision):
-            logits, _ = self.model(self.x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), self.y.flatten())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
+        train_step(self.run, self.model, self.x, self.y, carry=False, measure=False)
         return time.perf_counter() - start
 
 
@@ -100,13 +88,14 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--by_shape", action="store_true", help="split each op by its input shapes")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     os.system("uptime")
-    lanes = [Lane(spec, args.precision) for spec in args.runs]
-    times = interleaved(lanes, args.repeat, args.warmup)
+    with tempfile.TemporaryDirectory() as scratch:
+        lanes = [Lane(spec, args.precision, args.threads, Path(scratch)) for spec in args.runs]
+        times = interleaved(lanes, args.repeat, args.warmup)
     for lane in lanes:
         ms = [t * 1000 for t in times[lane.name]]
-        print(f"step_profile run={lane.name} model={lane.cfg.model} params={lane.params} precision={lane.precision}"
+        print(f"step_profile run={lane.name} model={lane.cfg.model} params={lane.run.model.num_params()} "
+              f"precision={lane.run.precision}"
               f" step_ms={statistics.median(ms):.1f} step_ms_min={min(ms):.1f}")
         print(top_ops(lane, args.profile_steps, args.top, args.by_shape))
     first = statistics.median(times[lanes[0].name])
