@@ -5,7 +5,8 @@
                                  [--threads 1] [--precision auto|fp32|bf16] [--by_shape]
 
 Each PRESET:ROW (ROW counts from 1, in the preset's order; PRESET:ROW:compile for the same under
-torch.compile, compiled during the warm-up steps) is set up by the training loop's start_run, as `picollm
+torch.compile, compiled during the warm-up steps; PRESET:ROW:SETTING=VALUE, as often as needed, for the same
+with a setting changed, e.g. ptb-small-muon:1:compile_loss=off) is set up by the training loop's start_run, as `picollm
 batch` trains it (its seed, model, optimizer, --precision resolved for that model on this CPU), in a scratch
 run directory, with batches of its own shape from the corpus's train split; a step is the loop's train_step
 (forward, backward, clipping, optimizer step). The runs' steps are timed interleaved, one of each in turn (each first in turn),
@@ -25,29 +26,41 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
+import yaml
 from torch.profiler import ProfilerActivity, profile
 
+from picollm.config import RunConfig
 from picollm.data.batching import random_windows
 from picollm.sweep.samplers.base import sample
 from picollm.sweep.space import load_space
 from picollm.train.loop import prepare_run_data, start_run, train_step
 
 
+def setting_value(name: str, text: str):
+    """A setting's value from its text: as written for a string setting, else read as YAML (as presets are;
+    YAML would read a string like "off" as False)."""
+    kind = {f.name: f.metadata.get("kind") for f in fields(RunConfig)}[name]
+    return text if kind is str else yaml.safe_load(text)
+
+
 class Lane:
     """One preset row, set up by the training loop's own start_run (in a scratch run directory), ready to step."""
 
     def __init__(self, spec: str, precision: str, threads: int, scratch: Path) -> None:
-        preset, row, *compiled = spec.split(":")
+        preset, row, *extras = spec.split(":")
         self.name = spec
-        self.cfg = sample(load_space(preset))[int(row) - 1].replace(precision=precision, threads=threads)
+        changes = dict(extra.split("=", 1) for extra in extras if "=" in extra)
+        self.cfg = sample(load_space(preset))[int(row) - 1].replace(
+            precision=precision, threads=threads, **{k: setting_value(k, v) for k, v in changes.items()})
         run_dir = scratch / spec.replace(":", "-")
         run_dir.mkdir()
         tokenizer, splits = prepare_run_data(self.cfg, run_dir)
         self.run = start_run(self.cfg, run_dir, tokenizer, len(splits["train"]))
-        self.model = torch.compile(self.run.model) if compiled == ["compile"] else self.run.model
+        self.model = torch.compile(self.run.model) if "compile" in extras else self.run.model
         self.x, self.y = random_windows(splits["train"], self.cfg.batch_size, self.cfg.block_size,
                                         torch.Generator().manual_seed(0))
 

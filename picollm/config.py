@@ -121,6 +121,11 @@ class RunConfig:
                              "(AVX512-BF16, AMX) for models of 250k parameters or more, fp32 elsewhere",
                              choices=("auto", "fp32", "bf16"))
     compile: bool = setting(False, "torch.compile the model")
+    # not fingerprinted either: the compiled loss is the eager one up to rounding, and a resumed run keeps the
+    # form it started with (picollm/train/loss.py)
+    compile_loss: str = setting("auto", "torch.compile the training loss (the softmax over the vocabulary); auto = "
+                                "on a CPU when batch x block x vocabulary reaches 2M, where it trains faster",
+                                choices=("auto", "on", "off"))
     out_dir: str = setting("checkpoints", "root directory of run directories")
     threads: int = setting(0, "torch CPU threads (0 = torch default)", bounds="[0, inf)")
     progress: bool = setting(True, "show a tqdm progress bar")
@@ -263,7 +268,8 @@ OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale"
 #: settings whose default ("auto", or None for a number or a switch) is the family's recipe
 #: (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")
-RUNTIME_FIELDS = frozenset({"device", "precision", "compile", "out_dir", "threads", "progress", "log_interval"})
+RUNTIME_FIELDS = frozenset({"device", "precision", "compile", "compile_loss", "out_dir", "threads", "progress",
+                            "log_interval"})
 #: keys that config.json carries besides the settings themselves
 BOOKKEEPING_KEYS = frozenset({"fingerprint", "run_name", "versions", "vocab_size", "num_params", "device_used",
                               "precision_used", "max_steps_resolved", "train_tokens"})

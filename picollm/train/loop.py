@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from picollm.config import RunConfig
@@ -55,6 +54,7 @@ from picollm.runs.layout import (
     write_train_log,
 )
 from picollm.train.evaluate import evaluate
+from picollm.train.loss import TrainingLoss, wants_compiled_loss
 from picollm.train.optimizers import Optimizers, make_optimizer
 from picollm.train.schedule import Schedule
 
@@ -127,6 +127,8 @@ class Run:
     train_tokens: int
     precision: str
     """fp32 or bf16 (autocast): --precision made concrete, or the one the run was started with"""
+    loss: TrainingLoss
+    """the training loss, compiled or eager: --compile_loss made concrete, or what the run was started with"""
     ts: TrainState = field(default_factory=TrainState)
     rows: list[dict] = field(default_factory=list)
     """metric rows so far, one per evaluation (step 0: the untrained model)"""
@@ -144,7 +146,8 @@ class Run:
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "train_state": {**vars(self.ts), **self.schedule.state_dict(), "precision": self.precision},
+                "train_state": {**vars(self.ts), **self.schedule.state_dict(), "precision": self.precision,
+                                "compiled_loss": self.loss.compiled},
                 "metrics": self.rows,
                 "train_log": self.log_rows,
                 "carry_state": map_state(lambda t: t.detach().cpu(), self.carry), "rng": rng, "step": self.ts.step,
@@ -287,7 +290,7 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
     precision = run_precision(cfg, device, ckpt, model.num_params())
     run = Run(cfg, run_dir, device, model, make_optimizer(model, cfg, device, low_precision=precision == "bf16"),
               Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens,
-              precision)
+              precision, TrainingLoss(run_compiled_loss(cfg, device, ckpt, tokenizer.vocab_size)))
     if ckpt is not None:
         run.restore(ckpt)
         write_metrics(run_dir, run.rows)  # rows after last.pt (if any) are dropped: they will be recomputed
@@ -312,6 +315,14 @@ def run_precision(cfg: RunConfig, device: torch.device, ckpt: dict[str, Any] | N
     return precision
 
 
+def run_compiled_loss(cfg: RunConfig, device: torch.device, ckpt: dict[str, Any] | None, vocab_size: int) -> bool:
+    """--compile_loss made concrete. A resumed run under auto keeps the loss it started with (eager for a
+    last.pt from before --compile_loss existed), so its numbers do not depend on where it resumes."""
+    if cfg.compile_loss == "auto" and ckpt is not None:
+        return bool(ckpt["train_state"].get("compiled_loss", False))
+    return wants_compiled_loss(cfg.compile_loss, device, cfg.batch_size * cfg.block_size * vocab_size)
+
+
 def train_step(run: Run, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carry: bool,
                measure: bool) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward, backward, clip, optimizer step. carry: the batch continues the previous one's streams, so
@@ -319,9 +330,7 @@ def train_step(run: Run, train_model: torch.nn.Module, x: torch.Tensor, y: torch
     when measure is set, the gradient and weight statistics of the metric row."""
     with autocast_context(run.device, run.precision):
         logits, new_state = train_model(x, run.carry if carry else None)
-    # (B*T, V) rows: the softmax runs over contiguous memory; a (B, V, T) view of the logits costs 1.7-2.7x as
-    # much at a 10k vocabulary (bench/loss_layout.py)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    loss = run.loss(logits, y)
     run.carry = detach_state(new_state) if carry else None
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -10,6 +10,7 @@ import torch
 from conftest import family_params
 
 import picollm.train.loop as train_mod
+import picollm.train.loss as loss_mod
 import picollm.train.optimizers as optimizers
 from picollm.config import RunConfig
 from picollm.core.errors import CheckpointError, ConfigError, DiskFullError
@@ -129,7 +130,7 @@ def test_nan_loss_ends_run_as_diverged_with_metrics_kept(corpus, tmp_path, monke
             calls["n"] += 1
             return loss * math.nan if calls["n"] > 15 else loss
 
-    monkeypatch.setattr(train_mod, "F", FakeF)
+    monkeypatch.setattr(loss_mod, "F", FakeF)
     run_dir = train_run(cfg)
     status = read_status(run_dir)
     assert status["status"] == "diverged" and "non-finite" in status["reason"]
