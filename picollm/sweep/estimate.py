@@ -19,18 +19,24 @@ EVAL_COST_PER_TOKEN = 1 / 3
 
 
 def seconds_per_step(cfg: RunConfig, steps: int, threads: int) -> float:
-    """Measured seconds per training step of cfg: `steps` steps in a scratch folder (its data cached)."""
+    """Measured seconds per training step of cfg: `steps` steps in a scratch folder (its data cached), timed
+    from the end of the first of train_log.csv's six intervals: that one holds the warm-up (the compiled loss,
+    --compile_loss, is built on the first step: seconds, which a run of thousands of steps pays once)."""
     # the trainer imports torch, which only --estimate needs (a plain dry run stays without it)
-    from picollm.runs.layout import read_metrics
+    from picollm.runs.layout import read_metrics, read_train_log
     from picollm.train.loop import train_run
 
     with tempfile.TemporaryDirectory(prefix="picollm-estimate-") as tmp:
         probe = cfg.replace(max_steps=steps, epochs=0.0, eval_interval=steps, eval_tokens=cfg.block_size + 1,
-                            out_dir=tmp, progress=False, threads=threads, parent="")
+                            out_dir=tmp, progress=False, threads=threads, parent="",
+                            log_interval=max(1, steps // 6))
         train_run(probe, quiet=True)
+        log = read_train_log(Path(tmp) / probe.run_name())
         rows = read_metrics(Path(tmp) / probe.run_name())
-    tokens_per_sec = float(rows["tokens_per_sec"].iloc[-1])
-    return cfg.batch_size * cfg.block_size / tokens_per_sec
+    if log is not None and len(log) >= 2:
+        first, last = log.iloc[0], log.iloc[-1]
+        return float(last["elapsed_sec"] - first["elapsed_sec"]) / float(last["step"] - first["step"])
+    return cfg.batch_size * cfg.block_size / float(rows["tokens_per_sec"].iloc[-1])
 
 
 def run_seconds(cfg: RunConfig, total_steps: int, step_seconds: float, valid_tokens: int) -> float:

@@ -2,9 +2,11 @@
 
 import json
 import re
+import time
 
 import pytest
 
+import picollm.train.loop as loop
 from picollm.config import RunConfig
 from picollm.sweep.batch import train_batch
 from picollm.sweep.estimate import batch_seconds, format_duration, run_seconds, seconds_per_step
@@ -35,6 +37,21 @@ def test_seconds_per_step_trains_in_a_scratch_folder(corpus, tmp_path):
                     max_steps=1000, out_dir=str(tmp_path / "runs"))
     assert 0 < seconds_per_step(cfg, 3, threads=1) < 60
     assert not (tmp_path / "runs").exists()
+
+
+def test_seconds_per_step_leaves_out_the_warm_up(corpus, tmp_path, monkeypatch):
+    cfg = RunConfig(corpus=corpus, model="kgram_mlp", embed=8, hidden=16, block_size=8, batch_size=4,
+                    max_steps=1000, out_dir=str(tmp_path / "runs"))
+    step, calls = loop.train_step, []
+
+    def slow_first(*args, **kwargs):  # a first step that builds kernels, as the compiled loss's does
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(2.0)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", slow_first)
+    assert seconds_per_step(cfg, 12, threads=1) < 0.1 and len(calls) == 12
 
 
 def test_dry_run_estimate_prints_a_time_per_run_and_for_the_batch(corpus, tmp_path, capsys):
