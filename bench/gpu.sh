@@ -13,6 +13,7 @@
 #   env             the device, torch, bf16 support
 #   smoke           every family on CUDA under bf16 autocast, 4 runs packed on the GPU (--runs_per_gpu 4)
 #   compile         a --compile run trains and its loss is finite
+#   compile_loss    a PTB LSTM trains with its loss compiled on CUDA (--compile_loss on; auto leaves CUDA eager)
 #   precision       tokens/s of bf16 autocast against fp32 at nanoGPT's shakespeare-char shape
 #   nanogpt_char    nanoGPT's shakespeare-char shape (6 x 6 x 384, block 256, batch 64, dropout 0.2, compiled)
 #                   to val <= 1.47: seconds to it (training) and the whole process's wall time; goal <= 25 s
@@ -68,6 +69,11 @@ fi
 
 if check compile 120 $PY -m picollm $CHAR --compile --max_steps 50 --eval_interval 50 --out_dir "$OUT/compile"; then
   echo "gpu compile ok val=$(first_hit "$(dirname "$(ls "$OUT"/compile/*/metrics.csv)")" 0 | cut -d' ' -f2) s=$(since)"
+fi
+
+if check compile_loss 90 $PY -m picollm train --models lstm --corpus ptb --device cuda --compile_loss on \
+    --max_steps 100 --eval_interval 100 --no-progress --out_dir "$OUT/compile_loss"; then
+  echo "gpu compile_loss ok val=$(first_hit "$(dirname "$(ls "$OUT"/compile_loss/*/metrics.csv)")" 0 | cut -d' ' -f2) s=$(since)"
 fi
 
 for p in fp32 bf16; do
