@@ -55,7 +55,7 @@ class Lane:
         self.name = spec
         changes = dict(extra.split("=", 1) for extra in extras if "=" in extra)
         self.cfg = sample(load_space(preset))[int(row) - 1].replace(
-            precision=precision, threads=threads, **{k: setting_value(k, v) for k, v in changes.items()})
+            **{"precision": precision, "threads": threads, **{k: setting_value(k, v) for k, v in changes.items()}})
         run_dir = scratch / spec.replace(":", "-")
         run_dir.mkdir()
         tokenizer, splits = prepare_run_data(self.cfg, run_dir)
