@@ -54,6 +54,7 @@ def test_the_compiled_loss_is_the_eager_one(dtype):
 
 
 def test_a_failed_build_warns_and_trains_eager(caplog):
+    torch._dynamo.reset()  # no graph compiled by an earlier test may serve this call
     loss = TrainingLoss(compiled=True)
     logits, y = torch.randn(2, 3, 5, requires_grad=True), torch.randint(0, 5, (2, 3))
     # a machine without a C++ compiler; no cached kernels to fall back on
