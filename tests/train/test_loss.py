@@ -53,6 +53,8 @@ def test_the_compiled_loss_is_the_eager_one(dtype):
     torch.testing.assert_close(compiled_grad, eager_grad)
 
 
+# force_disable_caches (so no kernel built earlier on this machine serves the call) makes torch say so once
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled:UserWarning")
 def test_a_failed_build_warns_and_trains_eager(caplog):
     torch._dynamo.reset()  # no graph compiled by an earlier test may serve this call
     loss = TrainingLoss(compiled=True)
