@@ -19,7 +19,8 @@ built by make_optimizer:
     polar3-bf16     the same in bfloat16 (low_precision True: bf16 runs)
 
 A step is forward + backward + gradient clipping + optimizer step, as train_step runs it (under bf16
-autocast if --precision resolves to bf16 for the model, as `picollm train --precision` does, else fp32);
+autocast if --precision resolves to bf16 for the model, as `picollm train --precision` does, else fp32; the
+loss compiled where --compile_loss auto compiles it: the LSTM's, not the transformer's);
 `opt` is the optimizer step alone. The variants are timed interleaved, one step of each in turn (each first in turn),
 so load from other processes on a shared machine hits all alike; median and min over the repeats. Per
 shape, after one line per variant:
@@ -41,11 +42,11 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from picollm.config import RunConfig
 from picollm.core.devices import autocast_context, resolve_precision
 from picollm.models import build_model
+from picollm.train.loss import TrainingLoss, wants_compiled_loss
 from picollm.train.optimizers import Optimizers, make_optimizer
 
 CPU = torch.device("cpu")
@@ -79,12 +80,12 @@ Times = dict[str, tuple[list[float], list[float]]]  # variant -> (whole steps, o
 
 
 def timed_step(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tensor, grad_clip: float,
-               precision: str) -> tuple[float, float]:
+               precision: str, loss_fn: TrainingLoss) -> tuple[float, float]:
     """One training step as train_step runs it: (seconds of the whole step, seconds of opt.step())."""
     start = time.perf_counter()
     with autocast_context(CPU, precision):
         logits, _ = model(x)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    loss = loss_fn(logits, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -105,12 +106,14 @@ def bench_shape(settings: dict, vocab: int, repeat: int, warmup: int, precision:
         model = copy.deepcopy(base)
         lanes[name] = (model, variant_optimizer(name, model, cfg))
     x = torch.randint(0, vocab, (cfg.batch_size, cfg.block_size + 1))
+    # the loss as training computes it at this shape (--compile_loss auto: compiled for the PTB LSTM's)
+    loss_fn = TrainingLoss(wants_compiled_loss("auto", CPU, cfg.batch_size * cfg.block_size * vocab))
     inputs, targets = x[:, :-1], x[:, 1:]
     times: Times = {name: ([], []) for name in VARIANTS}
     for r in range(warmup + repeat):
         for name in VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]:  # each goes first in turn
             model, opt = lanes[name]
-            step_s, opt_s = timed_step(model, opt, inputs, targets, cfg.grad_clip, precision)
+            step_s, opt_s = timed_step(model, opt, inputs, targets, cfg.grad_clip, precision, loss_fn)
             if r >= warmup:
                 times[name][0].append(step_s)
                 times[name][1].append(opt_s)
