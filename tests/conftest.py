@@ -82,6 +82,16 @@ def missing_extra(family: str) -> str | None:
     return None
 
 
+def tiny_transformer(corpus, tmp_path, **overrides):
+    """A one-layer transformer run config that trains 20 steps in a second or two (a RunConfig)."""
+    from picollm.config import RunConfig
+
+    settings = dict(corpus=corpus, model="transformer", embed=16, hidden=32, layers=1, heads=2, block_size=16,
+                    batch_size=8, max_steps=20, eval_interval=10, eval_tokens=1024, warmup_steps=2,
+                    out_dir=str(tmp_path), progress=False)
+    return RunConfig(**{**settings, **overrides})
+
+
 def family_params(families=None) -> list:
     """pytest params for `families` (default: every registered family); a family whose optional extra is
     missing is skipped, with the install hint as the reason."""

@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from conftest import tiny_transformer as tiny
 
 import picollm.train.loop as train_mod
 import picollm.train.loss as loss_mod
@@ -14,13 +15,6 @@ from picollm.train.loop import train_run
 from picollm.train.loss import COMPILE_MIN_LOGITS, TrainingLoss, rows_cross_entropy, wants_compiled_loss
 
 CPU = torch.device("cpu")
-
-
-def tiny(corpus, tmp_path, **overrides) -> RunConfig:
-    settings = dict(corpus=corpus, model="transformer", embed=16, hidden=32, layers=1, heads=2, block_size=16,
-                    batch_size=8, max_steps=20, eval_interval=10, eval_tokens=1024, warmup_steps=2,
-                    out_dir=str(tmp_path), progress=False)
-    return RunConfig(**{**settings, **overrides})
 
 
 def compiled_loss_of(run_dir) -> bool:

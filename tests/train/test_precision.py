@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_transformer as tiny
 
 import picollm.core.devices as devices
 import picollm.train.loop as train_mod
@@ -12,13 +13,6 @@ from picollm.core.devices import resolve_precision
 from picollm.train.loop import train_run
 
 CPU = torch.device("cpu")
-
-
-def tiny(corpus, tmp_path, **overrides) -> RunConfig:
-    settings = dict(corpus=corpus, model="transformer", embed=16, hidden=32, layers=1, heads=2, block_size=16,
-                    batch_size=8, max_steps=20, eval_interval=10, eval_tokens=1024, warmup_steps=2,
-                    out_dir=str(tmp_path), progress=False)
-    return RunConfig(**{**settings, **overrides})
 
 
 def used(run_dir) -> str:
