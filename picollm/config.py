@@ -64,6 +64,8 @@ class RunConfig:
                                      "init)", bounds="[0, inf)")
     weight_drop: float = setting(0.0, "lstm: DropConnect on the hidden-to-hidden weights while training, a new mask "
                                   "every step (AWD-LSTM's weight drop)", bounds="[0, 1)")
+    locked_dropout: bool = setting(False, "lstm: --dropout with one mask per sequence held over its time steps "
+                                          "(variational dropout, AWD-LSTM's LockedDropout), not one per token")
     io_dropout: float = setting(0.0, "xlstm: dropout on the token embeddings and on the last block's output, where "
                                      "the LSTM's --dropout also acts (the xLSTM's --dropout acts inside its blocks)",
                                 bounds="[0, 1)")
@@ -264,7 +266,8 @@ def __getattr__(name: str) -> Any:
 #: (muon_lr, momentum, decay_frac, ...) is blanked by resolved() otherwise and needs no entry.
 OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
                               "zero_init_proj": False, "split_qkv": False, "init_range": 0.0,
-                              "weight_drop": 0.0, "io_dropout": 0.0, "muon_ns": "jordan5"}
+                              "weight_drop": 0.0, "io_dropout": 0.0, "muon_ns": "jordan5",
+                              "locked_dropout": False}
 #: settings whose default ("auto", or None for a number or a switch) is the family's recipe
 #: (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")

@@ -171,8 +171,9 @@ def test_the_rename_check_names_the_setting_and_the_fix(monkeypatch):
 
 def test_the_model_settings_are_read_off_the_family_configs():
     # the settings resolved() blanks for a family whose config does not name them: what it was by hand before,
-    # and the settings added since (weight_drop, io_dropout)
+    # and the settings added since (weight_drop, io_dropout, locked_dropout)
     assert model_fields() == {"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
                               "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "qk_scale",
-                              "mlp_activation", "zero_init_proj", "split_qkv", "init_range", "weight_drop", "io_dropout"}
+                              "mlp_activation", "zero_init_proj", "split_qkv", "init_range", "weight_drop", "io_dropout",
+                              "locked_dropout"}
     assert config.MODEL_FIELDS == model_fields()

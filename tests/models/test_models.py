@@ -204,6 +204,32 @@ def test_lstm_weight_drop_masks_the_recurrent_weights_in_training_only():
     assert (model.rnn.weight_ih_l0.grad == 0).float().mean().item() < 0.01
 
 
+def test_lstm_locked_dropout_runs_the_same_stack_layer_by_layer():
+    # at a dropout too small to drop anything, the layer-by-layer path is the stacked nn.LSTM, state in and out
+    x, state = torch.randint(0, VOCAB, (3, 8)), (torch.randn(2, 3, 32), torch.randn(2, 3, 32))
+    locked, plain = tiny_model("lstm", locked_dropout=True, dropout=1e-9), tiny_model("lstm", dropout=1e-9)
+    assert list(locked.state_dict()) == list(plain.state_dict())  # the same checkpoint layout
+    (a, (ha, ca)), (b, (hb, cb)) = locked.train()(x, state), plain.train()(x, state)
+    for mine, theirs in ((a, b), (ha, hb), (ca, cb)):
+        torch.testing.assert_close(mine, theirs)
+    a.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in locked.rnn.parameters())
+
+
+def test_lstm_locked_dropout_holds_one_mask_per_sequence():
+    model = tiny_model("lstm", locked_dropout=True, dropout=0.5)
+    seen = []
+    for rnn in (model.rnn, model._layer_shells[0]):  # the stack in eval, its first layer alone in training
+        rnn.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))  # the embeddings, dropped
+    model.eval()(torch.randint(0, VOCAB, (4, 8)))
+    assert (seen[-1] != 0).all()  # nothing dropped outside training
+    model.train()(torch.randint(0, VOCAB, (4, 8)))
+    zero = seen[-1] == 0  # (B, T, E)
+    assert 0.3 < zero.float().mean().item() < 0.7
+    assert (zero == zero[:, :1]).all()  # the same units at every time step of a sequence
+    assert not (zero == zero[:1]).all()  # and other units in another sequence
+
+
 def test_xlstm_io_dropout_drops_the_embeddings_and_the_last_output_in_training_only():
     x = torch.randint(0, VOCAB, (3, 8))
     model, plain = tiny_model("xlstm", io_dropout=0.5), tiny_model("xlstm")

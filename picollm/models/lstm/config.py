@@ -26,6 +26,10 @@ class LSTMConfig:
     weight_drop: float = 0.0
     """DropConnect on the hidden-to-hidden matrices while training (Merity et al. 2017, AWD-LSTM): one mask
     per step for all time steps, so the recurrence itself is regularised, which dropout on activations is not."""
+    locked_dropout: bool = False
+    """--dropout with one mask per sequence, held over its time steps (variational dropout, Gal & Ghahramani
+    2016; AWD-LSTM's LockedDropout) on the embeddings, between layers and on the outputs, where nn.LSTM and
+    nn.Dropout draw a new mask for every token."""
     # --optimizer auto / --schedule auto: at the fast preset's 2 x 128, Muon + warmup-stable-decay reach in
     # 1,000 steps a val loss of 1.50 where AdamW + cosine reach 1.89 in 2,000 (README, "Time to quality");
     # --batching auto: carried-state streams, 1.50 where random windows reach 1.52 in those 1,000 steps

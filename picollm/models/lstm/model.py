@@ -6,6 +6,7 @@ generator; cuDNN / the fused CPU kernel does the time loop.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -30,6 +31,10 @@ class LSTM(LanguageModel):
             self.proj = nn.Linear(c.hidden, c.embed, bias=False)
             out_dim = c.embed
         self.head = nn.Linear(out_dim, c.vocab_size)
+        # locked dropout runs the layers one by one through these parameter-less (meta) one-layer shells,
+        # fed the stack's own weights: a plain list, so neither state_dict nor .to() sees them
+        self._layer_shells = [nn.LSTM(c.embed if j == 0 else c.hidden, c.hidden, 1, batch_first=True, device="meta")
+                              for j in range(c.layers)] if c.locked_dropout else []
         init_range = 0.1  # the word_language_model / Zaremba initialisation
         nn.init.uniform_(self.embedding.weight, -init_range, init_range)
         if c.tie_weights:
@@ -43,22 +48,49 @@ class LSTM(LanguageModel):
 
     def forward(self, idx: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """idx (B, T) -> logits (B, T, V); state (h, c), each (layers, B, hidden)."""
-        x = self.drop(self.embedding(idx))  # (B, T, E)
+        x = self._dropout(self.embedding(idx))  # (B, T, E)
         out, (h, c) = self._recur(x, state)  # (B, T, H)
-        out = self.drop(self.norm(out))
+        out = self._dropout(self.norm(out))
         if self.proj is not None:
             out = self.proj(out)  # (B, T, E)
         return self.head(out), (h, c)
 
+    def _dropout(self, x: Tensor) -> Tensor:
+        """x (B, T, D): --dropout, with one mask per sequence (B, 1, D) under --locked_dropout."""
+        p = self.config.dropout
+        if not (self.config.locked_dropout and self.training and p > 0):
+            return self.drop(x)
+        return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p).div_(1 - p)
+
     def _recur(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """nn.LSTM, with its hidden-to-hidden matrices dropped out while training (weight drop): passed in
         through functional_call, so the fused kernel still runs the time loop and the gradient reaches the
-        weights through the mask."""
-        p = self.config.weight_drop
-        if not (self.training and p > 0):
+        weights through the mask. Under locked dropout (training) the layers run one by one."""
+        c = self.config
+        locked = c.locked_dropout and c.dropout > 0 and c.layers > 1
+        if not (self.training and (c.weight_drop > 0 or locked)):
             return self.rnn(x, state)
-        dropped = {name: F.dropout(w, p) for name, w in self.rnn.named_parameters() if name.startswith("weight_hh")}
-        return functional_call(self.rnn, dropped, (x, state))
+        weights = dict(self.rnn.named_parameters())
+        if c.weight_drop > 0:
+            weights.update({name: F.dropout(w, c.weight_drop) for name, w in weights.items()
+                            if name.startswith("weight_hh")})
+        if not locked:
+            return functional_call(self.rnn, weights, (x, state))
+        return self._recur_by_layer(x, state, weights)
+
+    def _recur_by_layer(self, x: Tensor, state: tuple[Tensor, Tensor] | None,
+                        weights: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The stack one layer at a time, each layer's output dropped with one mask for all its time steps
+        (nn.LSTM's dropout between layers draws one per token); each layer is still one fused-kernel call."""
+        hs, cs = [], []
+        for j, shell in enumerate(self._layer_shells):
+            if j:
+                x = self._dropout(x)
+            layer = {f"{kind}_l0": weights[f"{kind}_l{j}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            x, (h, c) = functional_call(shell, layer, (x, None if state is None else (state[0][j:j + 1], state[1][j:j + 1])))
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs), torch.cat(cs))  # (B, T, H); (layers, B, H) each
 
     def embedding_matrix(self) -> Tensor:
         return self.embedding.weight
