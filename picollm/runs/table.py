@@ -145,10 +145,18 @@ def read_table(path: str | Path, required: Iterable[str] = ("run",)) -> pd.DataF
     """
     path = Path(path)
     if (path.parent / DB_NAME).exists():  # rows picollm wrote itself: no need to check every cell
-        return pd.read_csv(io.StringIO(_export_text(path.parent))).reindex(columns=TABLE_COLUMNS)
+        return _text_as_object(pd.read_csv(io.StringIO(_export_text(path.parent))).reindex(columns=TABLE_COLUMNS))
     if not path.exists():
         return pd.DataFrame(columns=TABLE_COLUMNS)
-    return _checked_table(_decode(path), path, required)
+    return _text_as_object(_checked_table(_decode(path), path, required))
+
+
+def _text_as_object(table: pd.DataFrame) -> pd.DataFrame:
+    """pandas reads a text column with no value in any row as float NaN, and as object once one row has a
+    value: set it to object, so that a table's dtypes do not depend on which runs it holds (one family's switch,
+    such as the LSTM's locked_dropout, is empty in a table without that family)."""
+    empty = [c for c in TEXT_COLUMNS if c in table.columns and table[c].isna().all()]
+    return table.astype(dict.fromkeys(empty, object)) if empty else table
 
 
 def _checked_table(text: str, path: Path, required: Iterable[str]) -> pd.DataFrame:

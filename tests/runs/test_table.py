@@ -32,6 +32,19 @@ def test_rows_are_upserted_and_the_export_depends_only_on_the_set_of_rows(tmp_pa
     assert table["val_loss"].tolist() == [1.25, 2.0]
 
 
+def test_a_column_has_the_same_dtype_whichever_runs_the_table_holds(tmp_path):
+    # locked_dropout is the LSTM's switch: empty for a transformer, so a table without an LSTM has no value in it
+    both, one = tmp_path / "both", tmp_path / "one"
+    upsert_rows(both, [row("a", locked_dropout=False), row("b", model="transformer")])
+    upsert_rows(one, [row("b", model="transformer")])
+    whole = read_table(both / TABLE_NAME)
+    whole = whole[whole["run"] == "b"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(whole, read_table(one / TABLE_NAME))  # the database's export
+    export_table(one)
+    (one / DB_NAME).unlink()
+    pd.testing.assert_frame_equal(whole, read_table(one / TABLE_NAME))  # the csv alone, checked
+
+
 @pytest.mark.parametrize("name", [TABLE_NAME, LEGACY_TABLE_NAME])
 def test_an_older_csv_is_imported_with_its_cells_as_written(tmp_path, name):
     old = pd.DataFrame([{"run": "old-run", "model": "transformer", "val_loss": "1.2345678901234567"}])
