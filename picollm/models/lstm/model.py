@@ -55,20 +55,24 @@ class LSTM(LanguageModel):
             out = self.proj(out)  # (B, T, E)
         return self.head(out), (h, c)
 
+    def _locks_masks(self) -> bool:
+        """Whether this forward draws one dropout mask per sequence (--locked_dropout, training)."""
+        return self.training and self.config.locked_dropout and self.config.dropout > 0
+
     def _dropout(self, x: Tensor) -> Tensor:
         """x (B, T, D): --dropout, with one mask per sequence (B, 1, D) under --locked_dropout."""
-        p = self.config.dropout
-        if not (self.config.locked_dropout and self.training and p > 0):
+        if not self._locks_masks():
             return self.drop(x)
-        return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p).div_(1 - p)
+        keep = 1 - self.config.dropout
+        return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(keep).div_(keep)
 
     def _recur(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """nn.LSTM, with its hidden-to-hidden matrices dropped out while training (weight drop): passed in
         through functional_call, so the fused kernel still runs the time loop and the gradient reaches the
         weights through the mask. Under locked dropout (training) the layers run one by one."""
         c = self.config
-        locked = c.locked_dropout and c.dropout > 0 and c.layers > 1
-        if not (self.training and (c.weight_drop > 0 or locked)):
+        locked = self._locks_masks() and c.layers > 1
+        if not (locked or (self.training and c.weight_drop > 0)):
             return self.rnn(x, state)
         weights = dict(self.rnn.named_parameters())
         if c.weight_drop > 0:
