@@ -101,6 +101,9 @@ class RunConfig:
     lr_decay: float = setting(0.5, "step: multiply the rate by this every epoch after --decay_start_epoch",
                               bounds="(0, 1]")
     warmup_steps: int = setting(50, "linear warmup steps", bounds="[0, inf)")
+    dropout_warmup: float = setting(0.0, "raise every dropout rate (--dropout, --io_dropout) linearly from 0 to its "
+                                         "setting over this fraction of the run's steps (curriculum dropout; 0 = off)",
+                                    bounds="[0, 1]")
     plateau_factor: float = setting(0.5, "plateau schedule: multiply lr by this when val loss stalls", bounds="(0, 1]")
     plateau_patience: int = setting(2, "plateau schedule: evaluations without improvement before decaying",
                                     bounds="[0, inf)")
@@ -148,6 +151,10 @@ class RunConfig:
         validate_settings(self)
         if not self.max_steps and not self.epochs:
             raise ConfigError("nothing to train: set --max_steps > 0 or --epochs > 0")
+        if self.dropout_warmup and self.compile:
+            # torch.compile guards on the rates, so a rate that moves every step recompiles every step
+            raise ConfigError("--dropout_warmup changes the dropout rates every step, which --compile would "
+                              "recompile for: drop one of them")
         check_family_config(self)
 
     # ------------------------------------------------------------------------------------------------
@@ -267,7 +274,7 @@ def __getattr__(name: str) -> Any:
 OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
                               "zero_init_proj": False, "split_qkv": False, "init_range": 0.0,
                               "weight_drop": 0.0, "io_dropout": 0.0, "muon_ns": "jordan5",
-                              "locked_dropout": False}
+                              "locked_dropout": False, "dropout_warmup": 0.0}
 #: settings whose default ("auto", or None for a number or a switch) is the family's recipe
 #: (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")

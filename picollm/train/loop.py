@@ -56,7 +56,7 @@ from picollm.runs.layout import (
 from picollm.train.evaluate import evaluate
 from picollm.train.loss import TrainingLoss, wants_compiled_loss
 from picollm.train.optimizers import Optimizers, make_optimizer
-from picollm.train.schedule import Schedule
+from picollm.train.schedule import DropoutWarmup, Schedule
 
 log = get_logger()
 #: step s of a run with seed n draws its random windows from seed n * SEED_STRIDE + s: distinct for every
@@ -389,6 +389,7 @@ def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str
     bar = tqdm(total=run.max_steps, initial=run.ts.step, desc=run_dir.name, disable=quiet or not cfg.progress,
                dynamic_ncols=True, leave=False, mininterval=0.5)
     run.model.train()
+    dropout_warmup = DropoutWarmup(run.model, cfg.dropout_warmup, run.max_steps)
     loss_sum, loss_count = torch.zeros((), device=run.device), 0  # since the last evaluation
     log_sum, log_count = torch.zeros((), device=run.device), 0  # since the last train_log row
     interval_start, interval_tokens = time.perf_counter(), 0
@@ -397,6 +398,7 @@ def _train(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, splits: dict[str
         lr = run.schedule.lr(run.ts.step)
         for group in run.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+        dropout_warmup(run.ts.step)
         x, y = batches(run)
         is_eval_step = (run.ts.step + 1) % cfg.eval_interval == 0 or run.ts.step + 1 == limit
         loss, stats = train_step(run, train_model, x, y, carry=batches.stream, measure=is_eval_step)

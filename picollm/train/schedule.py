@@ -7,12 +7,16 @@ Every schedule spans the run's own step budget (max_steps, or its epochs in step
 to its floor by its own end instead of stopping part-way down a longer run's curve.
 
 The trainer sets each parameter group's rate to lr(step) * group["lr_scale"] (1 when absent): Muon's
-matrices follow the same curve at muon_lr."""
+matrices follow the same curve at muon_lr.
+
+DropoutWarmup is the dropout rates' schedule (--dropout_warmup)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from torch import nn
 
 from picollm.config import RunConfig
 
@@ -79,3 +83,26 @@ class Schedule:
         self.plateau_scale = state.get("plateau_scale", 1.0)
         self.plateau_best = state.get("plateau_best", math.inf)
         self.plateau_bad = int(state.get("plateau_bad", 0))
+
+
+class DropoutWarmup:
+    """--dropout_warmup: every dropout rate of the model rises linearly from 0 at step 0 to the rate it was built
+    with at `fraction` of the run's steps, and stays there (curriculum dropout, Morerio et al. 2017). A model
+    short of steps learns fastest without dropout early and needs it most in the decay, where a low rate
+    overfits (ptb-small-muon-next rows 2-4, docs/results.md).
+
+    The rates are each dropout module's p and each module's float `dropout` attribute: torch's RNNs' dropout
+    between layers and the transformer attention's. The LSTM's weight drop (DropConnect) is not a rate here."""
+
+    def __init__(self, model: nn.Module, fraction: float, max_steps: int) -> None:
+        self.steps = fraction * max_steps
+        self.rates = [(m, "p", m.p) for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+        self.rates += [(m, "dropout", m.dropout) for m in model.modules() if isinstance(getattr(m, "dropout", None), float)]
+
+    def __call__(self, step: int) -> None:
+        """Set the rates for optimisation step `step` (0-based); a no-op after the warmup or without one."""
+        if step > self.steps:
+            return
+        scale = min(1.0, step / self.steps) if self.steps else 1.0
+        for module, name, rate in self.rates:
+            setattr(module, name, rate * scale)

@@ -79,7 +79,8 @@ NEW_RECIPES = {
 @pytest.mark.parametrize("family,kill_after_evals,recipe", [
     ("lstm", 2, {}), ("transformer", 3, {"optimizer": "adamw"}), ("xlstm", 1, {}), ("kgram_mlp", 2, {}),
     ("transformer", 2, NEW_RECIPES["muon-wsd"]), ("xlstm", 2, {"optimizer": "muon", "schedule": "wsd"}),
-    ("lstm", 2, NEW_RECIPES["sgd-step"])])
+    ("lstm", 2, NEW_RECIPES["sgd-step"]), ("lstm", 2, {"dropout_warmup": 0.8, "locked_dropout": True}),
+    ("transformer", 2, {"dropout_warmup": 0.8})])
 def test_resume_equals_uninterrupted(family, kill_after_evals, recipe, corpus, tmp_path, monkeypatch):
     overrides = dict(model=family, dropout=0.1, max_steps=40, **recipe)
     whole = train_run(tiny(corpus, tmp_path / "whole", **overrides))

@@ -1,12 +1,16 @@
-"""Learning-rate schedules: warmup-stable-decay, step decay by epoch, and the Zaremba PTB preset's rates."""
+"""Learning-rate schedules: warmup-stable-decay, step decay by epoch, and the Zaremba PTB preset's rates; the
+dropout rates' warmup."""
 
 import pytest
+import torch
+from conftest import family_params
 
 from picollm.config import RunConfig
 from picollm.core.errors import ConfigError
+from picollm.models import build_model
 from picollm.sweep.space import PRESETS
 from picollm.train.loop import steps_per_epoch, total_steps
-from picollm.train.schedule import Schedule, lr_at
+from picollm.train.schedule import DropoutWarmup, Schedule, lr_at
 
 
 def test_wsd_warms_up_holds_then_decays_linearly_to_the_floor_over_its_own_budget():
@@ -68,3 +72,41 @@ def test_ptb_zaremba_small_preset_runs_the_papers_schedule():
     assert schedule.max_steps == 13 * per_epoch
     epoch_rates = [schedule.lr(epoch * per_epoch) / cfg.lr for epoch in range(13)]
     assert epoch_rates == pytest.approx([1, 1, 1, 1] + [0.5 ** k for k in range(1, 10)])
+
+
+DROPOUT_CASES = [pytest.param(*family.values, {}, id=family.id, marks=family.marks) for family in family_params()] \
+    + [pytest.param("lstm", {"locked_dropout": True}, id="lstm-locked")]
+
+
+@pytest.mark.parametrize("family,overrides", DROPOUT_CASES)
+def test_dropout_warmup_starts_every_dropout_of_every_family_at_zero_and_ends_at_the_built_rate(family, overrides):
+    torch.manual_seed(0)
+    cfg = RunConfig(model=family, embed=16, hidden=32, layers=2, heads=2, k=3, block_size=16, dropout=0.3,
+                    **overrides)
+    model = build_model(cfg, 23)
+    idx = torch.randint(0, 23, (4, 12), generator=torch.Generator().manual_seed(1))
+    warmup = DropoutWarmup(model, 0.5, 100)
+    assert warmup.rates and {rate for _, _, rate in warmup.rates} <= {0.0, 0.3}
+
+    def train_equals_eval() -> bool:
+        with torch.no_grad():
+            return torch.equal(model.train()(idx)[0], model.eval()(idx)[0])
+
+    assert not train_equals_eval()  # dropout at the built rate
+    warmup(0)  # every rate at 0: a training forward is the eval forward, so no dropout was left out
+    assert train_equals_eval()
+    warmup(25)
+    assert all(getattr(m, name) == pytest.approx(rate / 2) for m, name, rate in warmup.rates)
+    assert not train_equals_eval()
+    warmup(50)
+    assert all(getattr(m, name) == rate for m, name, rate in warmup.rates)
+
+
+def test_dropout_warmup_is_fingerprinted_only_when_on_and_refuses_compile():
+    cfg = RunConfig(dropout=0.2)
+    assert cfg.replace(dropout_warmup=0.0).fingerprint() == cfg.fingerprint()
+    assert cfg.replace(dropout_warmup=0.5).fingerprint() != cfg.fingerprint()
+    with pytest.raises(ConfigError, match="--dropout_warmup"):
+        RunConfig(dropout_warmup=1.5)
+    with pytest.raises(ConfigError, match="--compile"):
+        RunConfig(dropout_warmup=0.5, compile=True)

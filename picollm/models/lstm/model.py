@@ -63,7 +63,7 @@ class LSTM(LanguageModel):
         """x (B, T, D): --dropout, with one mask per sequence (B, 1, D) under --locked_dropout."""
         if not self._locks_masks():
             return self.drop(x)
-        keep = 1 - self.config.dropout
+        keep = 1 - self.drop.p  # the rate --dropout_warmup sets, as for nn.Dropout
         return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(keep).div_(keep)
 
     def _recur(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
