@@ -96,6 +96,7 @@ class DropoutWarmup:
 
     def __init__(self, model: nn.Module, fraction: float, max_steps: int) -> None:
         self.steps = fraction * max_steps
+        # _DropoutNd: torch's one base of nn.Dropout, Dropout1d-3d and AlphaDropout (it has no public one)
         self.rates = [(m, "p", m.p) for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
         self.rates += [(m, "dropout", m.dropout) for m in model.modules() if isinstance(getattr(m, "dropout", None), float)]
 
