@@ -101,6 +101,9 @@ class RunConfig:
     lr_decay: float = setting(0.5, "step: multiply the rate by this every epoch after --decay_start_epoch",
                               bounds="(0, 1]")
     warmup_steps: int = setting(50, "linear warmup steps", bounds="[0, inf)")
+    ema: float = setting(0.0, "keep an exponential moving average of the weights with this decay per step (e.g. "
+                               "0.999: about the last 1,000 steps) and evaluate, keep (best.pt) and analyse it; "
+                               "training is unchanged (0 = off)", bounds="[0, 1)")
     dropout_warmup: float = setting(0.0, "raise every dropout rate (--dropout, --io_dropout) linearly from 0 to its "
                                          "setting over this fraction of the run's steps (curriculum dropout; 0 = off)",
                                     bounds="[0, 1]")
@@ -274,7 +277,7 @@ def __getattr__(name: str) -> Any:
 OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
                               "zero_init_proj": False, "split_qkv": False, "init_range": 0.0,
                               "weight_drop": 0.0, "io_dropout": 0.0, "muon_ns": "jordan5",
-                              "locked_dropout": False, "dropout_warmup": 0.0}
+                              "locked_dropout": False, "dropout_warmup": 0.0, "ema": 0.0}
 #: settings whose default ("auto", or None for a number or a switch) is the family's recipe
 #: (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")

@@ -3,7 +3,8 @@
     best.pt   format_version, model, step, val_loss, fingerprint
               the weights at the run's lowest validation loss so far
     last.pt   format_version, model, optimizer, train_state, metrics, train_log, carry_state, rng, step, fingerprint
-              everything a resumed run needs to continue exactly where it stopped (picollm.train.loop)
+              everything a resumed run needs to continue exactly where it stopped (picollm.train.loop);
+              a run with --ema adds "average", the moving average's state (best.pt's model is the average)
 
 Each file is torch.save of a dict of tensors and plain Python values, loaded with torch.load(weights_only=True):
 a file that holds pickled objects (which could run code when loaded) is refused. FORMAT_VERSION numbers the
@@ -41,7 +42,7 @@ LAST_KEYS = ("model", "optimizer", "train_state", "metrics", "train_log", "carry
 #: type is as damaged as a truncated one)
 PART_TYPES: dict[str, tuple[type, ...]] = {
     "model": (dict,), "optimizer": (dict,), "train_state": (dict,), "metrics": (list,), "train_log": (list,),
-    "rng": (dict,), "step": (int,), "fingerprint": (str, type(None))}
+    "rng": (dict,), "step": (int,), "fingerprint": (str, type(None)), "average": (dict,)}
 #: what a damaged checkpoint's error tells the user to do
 DELETE_CHECKPOINT = "delete it to retrain from scratch"
 
@@ -66,13 +67,16 @@ def write_best(run_dir: Path | str, *, model: dict[str, Any], step: int, val_los
 
 def write_last(run_dir: Path | str, *, model: dict[str, Any], optimizer: dict[str, Any], train_state: dict[str, Any],
                metrics: list[dict], train_log: list[dict], carry_state: Any, rng: dict[str, Any], step: int,
-               fingerprint: str) -> None:
+               fingerprint: str, average: dict[str, Any] | None = None) -> None:
     """last.pt: what resuming needs. train_state: the trainer's counters and the schedule's state; metrics and
     train_log: the rows so far; carry_state: the recurrent state carried between stream segments (on the CPU);
-    rng: {"torch": the CPU generator's state, "cuda": the GPU's or None}."""
-    _write(checkpoint_path(run_dir, "last"), {
-        "model": model, "optimizer": optimizer, "train_state": train_state, "metrics": metrics,
-        "train_log": train_log, "carry_state": carry_state, "rng": rng, "step": step, "fingerprint": fingerprint})
+    rng: {"torch": the CPU generator's state, "cuda": the GPU's or None}; average: the state of the weights'
+    moving average (--ema), written only for a run that keeps one."""
+    parts = {"model": model, "optimizer": optimizer, "train_state": train_state, "metrics": metrics,
+             "train_log": train_log, "carry_state": carry_state, "rng": rng, "step": step, "fingerprint": fingerprint}
+    if average is not None:
+        parts["average"] = average
+    _write(checkpoint_path(run_dir, "last"), parts)
 
 
 # --------------------------------------------------------------------------------------------------

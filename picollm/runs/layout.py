@@ -121,12 +121,16 @@ METRIC_COLUMNS = [
     "grad_norm_preclip", "grad_norm_postclip", "max_param_grad", "weight_norm", "learning_rate",
     "tokens_per_sec", "elapsed_sec",
 ]
+#: columns only some runs' metrics.csv has (and only then): val_loss_raw, the trained weights' own val loss
+#: beside val_loss of their moving average (--ema)
+OPTIONAL_METRIC_COLUMNS = ["val_loss_raw"]
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     import pandas as pd  # pandas only for the metric files: a dry run reads statuses and configs without it
 
-    atomic_write_text(Path(run_dir) / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(index=False))
+    columns = METRIC_COLUMNS + [c for c in OPTIONAL_METRIC_COLUMNS if any(c in row for row in rows)]
+    atomic_write_text(Path(run_dir) / "metrics.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
 
 
 #: the columns of train_log.csv: the mean training loss and the learning rate every --log_interval steps (and
@@ -197,7 +201,8 @@ def read_metrics(run_dir: Path | str):
     if metrics.empty:
         raise CheckpointError(f"{path} has no metric rows; delete the run directory and retrain")
     missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
-    text = [c for c in METRIC_COLUMNS if c in metrics.columns and not pd.api.types.is_numeric_dtype(metrics[c])]
+    text = [c for c in METRIC_COLUMNS + OPTIONAL_METRIC_COLUMNS
+            if c in metrics.columns and not pd.api.types.is_numeric_dtype(metrics[c])]
     if missing or text:
         what = f"no {', '.join(missing)} column" if missing else f"text where numbers belong in {', '.join(text)}"
         raise CheckpointError(f"{path} is corrupt ({what}); delete the run directory and retrain")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from picollm.config import RunConfig
@@ -53,6 +54,7 @@ from picollm.runs.layout import (
     write_status,
     write_train_log,
 )
+from picollm.train.averaging import make_average
 from picollm.train.evaluate import evaluate
 from picollm.train.loss import TrainingLoss, wants_compiled_loss
 from picollm.train.optimizers import Optimizers, make_optimizer
@@ -136,6 +138,13 @@ class Run:
     """recurrent state carried from one stream segment to the next"""
     log_rows: list[dict] = field(default_factory=list)
     """train_log.csv so far: the mean training loss every log_interval steps"""
+    average: AveragedModel | None = None
+    """the moving average of the weights (--ema), or None"""
+
+    @property
+    def evaluated_model(self) -> LanguageModel:
+        """The weights evaluations score and best.pt keeps: the moving average when the run keeps one."""
+        return self.average.module if self.average is not None else self.model
 
     @property
     def max_steps(self) -> int:
@@ -151,7 +160,8 @@ class Run:
                 "metrics": self.rows,
                 "train_log": self.log_rows,
                 "carry_state": map_state(lambda t: t.detach().cpu(), self.carry), "rng": rng, "step": self.ts.step,
-                "fingerprint": self.cfg.fingerprint()}
+                "fingerprint": self.cfg.fingerprint(),
+                "average": self.average.state_dict() if self.average is not None else None}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a last.pt read by runs.checkpoint.load_checkpoint (so in the current format)."""
@@ -159,6 +169,8 @@ class Run:
             raise CheckpointError(f"{self.run_dir / 'last.pt'} belongs to another config; move {self.run_dir} "
                                   "away and retrain")
         self.model.load_state_dict(ckpt["model"])
+        if self.average is not None:
+            self.average.load_state_dict(ckpt["average"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         names = {f.name for f in fields(TrainState)}
         self.ts = TrainState(**{k: v for k, v in ckpt["train_state"].items() if k in names})
@@ -215,7 +227,7 @@ def save_checkpoint(run: Run) -> None:
 
 
 def save_best(run: Run, val_loss: float) -> None:
-    write_best(run.run_dir, model=run.model.state_dict(), step=run.ts.step, val_loss=val_loss,
+    write_best(run.run_dir, model=run.evaluated_model.state_dict(), step=run.ts.step, val_loss=val_loss,
                fingerprint=run.cfg.fingerprint())
 
 
@@ -286,11 +298,13 @@ def start_run(cfg: RunConfig, run_dir: Path, tokenizer: Tokenizer, train_tokens:
     if cfg.parent:
         model.load_state_dict(load_checkpoint(checkpoint_path(cfg.parent, "best"), map_location=device)["model"])
     last = checkpoint_path(run_dir, "last")
-    ckpt = load_checkpoint(last, map_location=device, require=LAST_KEYS) if last.exists() else None
+    require = LAST_KEYS + ("average",) if cfg.ema else LAST_KEYS
+    ckpt = load_checkpoint(last, map_location=device, require=require) if last.exists() else None
     precision = run_precision(cfg, device, ckpt, model.num_params())
     run = Run(cfg, run_dir, device, model, make_optimizer(model, cfg, device, low_precision=precision == "bf16"),
               Schedule(cfg, total_steps(cfg, train_tokens), steps_per_epoch(cfg, train_tokens)), train_tokens,
-              precision, TrainingLoss(run_compiled_loss(cfg, device, ckpt, tokenizer.vocab_size)))
+              precision, TrainingLoss(run_compiled_loss(cfg, device, ckpt, tokenizer.vocab_size)),
+              average=make_average(model, cfg.ema))
     if ckpt is not None:
         run.restore(ckpt)
         write_metrics(run_dir, run.rows)  # rows after last.pt (if any) are dropped: they will be recomputed
@@ -342,6 +356,8 @@ def train_step(run: Run, train_model: torch.nn.Module, x: torch.Tensor, y: torch
     if measure:
         stats["grad_norm_postclip"] = grad_stats(run.model)[0]
     run.optimizer.step()
+    if run.average is not None:
+        run.average.update_parameters(run.model)
     if measure:
         stats["weight_norm"] = weight_norm(run.model)
     return loss.detach(), stats
@@ -350,11 +366,16 @@ def train_step(run: Run, train_model: torch.nn.Module, x: torch.Tensor, y: torch
 def evaluation_row(run: Run, val_data: torch.Tensor, train_loss: float, lr: float, tokens_per_sec: float,
                    stats: dict[str, float]) -> dict[str, Any]:
     # evaluated as before --precision (fp32 on a CPU) whatever the run trains in: val losses stay comparable
-    ev = evaluate(run.model, val_data, run.cfg.batch_size, run.cfg.block_size, run.device, run.cfg.eval_tokens)
-    return {"step": run.ts.step, "epoch": run.ts.tokens_seen / run.train_tokens, "tokens_seen": run.ts.tokens_seen,
-            "avg_loss": train_loss, "val_loss": ev["loss"], "perplexity": ev["perplexity"],
-            "token_accuracy": ev["accuracy"], **stats, "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
-            "elapsed_sec": run.ts.elapsed}
+    ev = evaluate(run.evaluated_model, val_data, run.cfg.batch_size, run.cfg.block_size, run.device,
+                  run.cfg.eval_tokens)
+    row = {"step": run.ts.step, "epoch": run.ts.tokens_seen / run.train_tokens, "tokens_seen": run.ts.tokens_seen,
+           "avg_loss": train_loss, "val_loss": ev["loss"], "perplexity": ev["perplexity"],
+           "token_accuracy": ev["accuracy"], **stats, "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
+           "elapsed_sec": run.ts.elapsed}
+    if run.average is not None:  # the trained weights' own loss: what the average gains, in the same run
+        row["val_loss_raw"] = evaluate(run.model, val_data, run.cfg.batch_size, run.cfg.block_size, run.device,
+                                       run.cfg.eval_tokens)["loss"]
+    return row
 
 
 def after_evaluation(run: Run, val_loss: float) -> str | None:
