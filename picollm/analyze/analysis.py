@@ -177,6 +177,15 @@ def _log_every(train_log: pd.DataFrame) -> int:
     return int(steps.mode().iloc[0]) if len(steps) else 1
 
 
+def validation_series(metrics: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """The validation loss curves: (column, label, frame). A run with --ema has two, its weights' moving average
+    (what it evaluates and keeps) and the trained weights' own loss (val_loss_raw): the average's gain."""
+    if "val_loss_raw" not in metrics.columns:
+        return [("val_loss", "validation", metrics)]
+    return [("val_loss", "validation (moving average of the weights)", metrics),
+            ("val_loss_raw", "validation (trained weights)", metrics)]
+
+
 def plot_metrics(metrics: pd.DataFrame, path: Path, title: str, train_log: pd.DataFrame | None = None) -> None:
     """metrics_curve.png: loss, perplexity, accuracy, learning rate, gradient and weight norms against step.
 
@@ -195,7 +204,7 @@ def plot_metrics(metrics: pd.DataFrame, path: Path, title: str, train_log: pd.Da
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.9, wspace=0.3, hspace=0.35)  # cheaper than
     axes = fig.subplots(2, 3).flatten()  # a layout engine, which measures every label
     panels = [
-        ("Loss", "cross-entropy (nats / token)", [fine_loss, ("val_loss", "validation", metrics)], "linear"),
+        ("Loss", "cross-entropy (nats / token)", [fine_loss, *validation_series(metrics)], "linear"),
         ("Validation perplexity", "perplexity (exp of nats / token)", [("perplexity", "validation", metrics)], "log"),
         ("Next-token accuracy", "accuracy (fraction of tokens)", [("token_accuracy", "validation", metrics)], "linear"),
         ("Learning rate", "learning rate (per step)", [fine_lr], "linear"),

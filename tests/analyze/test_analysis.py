@@ -361,3 +361,14 @@ def test_analyze_checkpoints_with_influence_writes_fisher_and_influence_files(tr
         assert (out / run.name / name).stat().st_size > 0, name
     top = pd.read_csv(out / run.name / "influence_top.csv")
     assert set(top["kind"]) == {"helpful", "harmful"} and top["test_index"].nunique() == 2
+
+
+def test_a_run_with_a_moving_average_draws_both_validation_curves(tmp_path):
+    from picollm.runs.layout import METRIC_COLUMNS
+
+    plain = pd.DataFrame({c: [0.0, 10.0] if c == "step" else [5.0, 3.0] for c in METRIC_COLUMNS})
+    averaged = plain.assign(val_loss_raw=[5.0, 3.4])
+    assert [c for c, _, _ in analysis.validation_series(plain)] == ["val_loss"]
+    assert [c for c, _, _ in analysis.validation_series(averaged)] == ["val_loss", "val_loss_raw"]
+    analysis.plot_metrics(averaged, tmp_path / "metrics_curve.png", "a run with --ema")
+    assert (tmp_path / "metrics_curve.png").read_bytes()[:4] == b"\x89PNG"
