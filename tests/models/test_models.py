@@ -178,6 +178,42 @@ def test_transformer_split_qkv_is_the_fused_model_held_as_three_matrices():
     assert torch.equal(split(idx)[0], fused(idx)[0])
 
 
+def test_transformer_canon_layers_start_as_none_and_carry_their_inputs_in_the_state():
+    plain, canon = tiny_model("transformer", canon=0), tiny_model("transformer", canon=3)
+    idx = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(plain(idx)[0], canon(idx)[0])  # zero-initialised, and the other weights drawn the same
+        for block in canon.blocks:
+            block.canon_attn.weight.normal_()
+            block.canon_mlp.weight.normal_()
+        full, _ = canon(idx)
+        state, steps = None, []
+        for t in range(idx.shape[1]):
+            logits, state = canon(idx[:, t : t + 1], state)
+            steps.append(logits)
+        first, state = canon(idx[:, :4])
+        second, _ = canon(idx[:, 4:], state)
+        changed = (full - plain(idx)[0]).abs().max().item()
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() <= 1e-5
+    assert (torch.cat([first, second], dim=1) - full).abs().max().item() <= 1e-5
+    assert changed > 1e-2  # the mixing acts, so the state had something to carry
+    assert all(p.dim() == 3 for n, p in canon.named_parameters() if "canon" in n)  # AdamW's, not Muon's
+
+
+def test_transformer_canon_mix_is_conv1d_forward_and_backward():
+    from picollm.models.transformer.model import CausalMix  # hand-written backward: checked against torch's
+
+    x = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    taps = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(CausalMix.apply, (x, taps))
+    grad = torch.randn(2, 6, 3, dtype=torch.float64)
+    mixed = CausalMix.apply(x, taps)
+    conv = x[:, 3:] + torch.nn.functional.conv1d(x.transpose(1, 2), taps.t().unsqueeze(1), groups=3).transpose(1, 2)
+    torch.testing.assert_close(mixed, conv)
+    for a, b in zip(torch.autograd.grad(mixed, (x, taps), grad), torch.autograd.grad(conv, (x, taps), grad)):
+        torch.testing.assert_close(a, b)
+
+
 def test_lstm_init_range_draws_every_parameter_uniformly():
     model = tiny_model("lstm", init_range=0.05, tie_weights=False)
     for name, p in model.named_parameters():

@@ -36,11 +36,18 @@ class TransformerConfig:
     initialisation and AdamW's steps are the same; Muon orthogonalises each map on its own (as modded-nanogpt
     does), which the recipe adopts: 0.007 to 0.017 lower val loss after 2,000 steps on each of four seeds (README,
     "Time to quality")."""
-    # the defaults of --optimizer, --schedule, --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv: at
-    # nanoGPT's CPU shape, 1.513 after 2,000 steps (mean of four seeds; without split_qkv 1.525), where lr 1e-3,
-    # a 40% decay to 0.1, scale 1 and the fused QKV matrix reached 1.548 (README, "Time to quality")
+    canon: int = 0
+    """Width of the Canon layers (Allen-Zhu 2025), 0 for none: each block's normalised attention and MLP inputs
+    h become h + a causal depthwise convolution of h over the last `canon` positions, so every channel mixes in
+    its own recent past before attention or the MLP reads it. The recipe's 4 lowers val after 2,000 steps by
+    0.015 on average, on each of four seeds (docs/results.md, "Time to quality")."""
+    # the defaults of --optimizer, --schedule, --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv, --canon:
+    # at nanoGPT's CPU shape, 1.497 after 2,000 steps (mean of four seeds; without Canon layers 1.512, without
+    # split_qkv too 1.525), where lr 1e-3, a 40% decay to 0.1, scale 1 and the fused QKV matrix reached 1.548
+    # (docs/results.md, "Time to quality")
     RECIPE: ClassVar[dict[str, Any]] = {"optimizer": "muon", "schedule": "wsd", "lr": 3e-3, "min_lr_ratio": 0.0,
-                                        "decay_frac": 1.0, "qk_scale": 1.5, "split_qkv": True}
+                                        "decay_frac": 1.0, "qk_scale": 1.5, "split_qkv": True,
+                                        "canon": 4}
 
     def __post_init__(self) -> None:
         if self.embed % self.heads != 0:
@@ -49,5 +56,7 @@ class TransformerConfig:
             raise ConfigError(f"transformer: rotary positions need an even head size; embed/heads = {self.embed // self.heads}")
         if self.positional not in ("learned", "rotary"):
             raise ConfigError(f"transformer: --positional must be learned or rotary; got {self.positional!r}")
+        if self.canon < 0:
+            raise ConfigError(f"transformer: --canon must be 0 (none) or a width >= 1; got {self.canon}")
         if self.mlp_activation not in ("gelu", "relu2"):
             raise ConfigError(f"transformer: --mlp_activation must be gelu or relu2; got {self.mlp_activation!r}")

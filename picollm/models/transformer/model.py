@@ -1,10 +1,11 @@
 """GPT-style decoder-only transformer (after nanoGPT): pre-norm blocks, causal attention through
 `F.scaled_dot_product_attention`, learned or rotary positions, tied embeddings and a KV cache; optionally
-(after modded-nanogpt) RMS-normalised queries and keys, a ReLU^2 MLP and zero-initialised output projections.
+(after modded-nanogpt) RMS-normalised queries and keys, a ReLU^2 MLP and zero-initialised output projections;
+Canon layers (Allen-Zhu 2025) before attention and the MLP.
 
-The state is the KV cache: one (k, v) pair per layer, each (B, n_head, T_past, head_size). A forward
-with a cache attends to the cached positions, so decoding one token at a time costs one position's
-work per layer instead of the whole prefix.
+The state is the KV cache: one (k, v) pair per layer, each (B, n_head, T_past, head_size), and with Canon
+layers the two last inputs each of them saw, (B, canon - 1, C). A forward with a cache attends to the cached
+positions, so decoding one token at a time costs one position's work per layer instead of the whole prefix.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from picollm.models.base import LanguageModel
 from picollm.models.transformer.config import TransformerConfig
 
-KVCache = list[tuple[Tensor, Tensor]]
+KVCache = list[tuple[Tensor, ...]]
 
 
 def rotary_cos_sin(positions: Tensor, head_size: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
@@ -112,6 +113,59 @@ class MLP(nn.Module):
         return self.drop(self.proj(h))
 
 
+class CausalMix(torch.autograd.Function):
+    """x (B, W - 1 + T, C), taps (W, C) -> out (B, T, C), out[:, t] = x[:, t + W - 1] + sum_j taps[j] x[:, t + j]:
+    a causal depthwise convolution of width W, plus its input.
+
+    Hand-written (forward and backward) because the two forms torch offers are slow here: at the 4 x 4 x 128
+    transformer's shape (12 x 64 x 128, one CPU thread) F.conv1d(groups=C) takes 2.2x and autograd through W
+    multiply-adds of shifted slices 1.3x this function's time, forward and backward (`python bench/canon.py`),
+    the latter because its backward allocates a full-size product for every term."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, taps: Tensor) -> Tensor:
+        width, T = taps.size(0), x.size(1) - taps.size(0) + 1
+        out = x[:, width - 1 :].clone()
+        for j in range(width):
+            out.addcmul_(x[:, j : j + T], taps[j])
+        ctx.save_for_backward(x, taps)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        x, taps = ctx.saved_tensors
+        width, T = taps.size(0), grad.size(1)
+        grad_x = torch.empty_like(x)
+        grad_x[:, : width - 1].zero_()
+        grad_x[:, width - 1 :].copy_(grad)
+        for j in range(width):
+            grad_x[:, j : j + T].addcmul_(grad, taps[j])
+        product = torch.empty_like(grad)  # one buffer for the W products
+        grad_taps = torch.stack([torch.mul(grad, x[:, j : j + T], out=product).sum((0, 1)) for j in range(width)])
+        return grad_x, grad_taps
+
+
+class Canon(nn.Module):
+    """h + a causal depthwise convolution of h over the last `width` positions: each channel adds a learned mix
+    of its own values at the positions before (a Canon layer, Allen-Zhu 2025). Zero-initialised, so a block starts
+    as it would without it. The weight has conv1d's layout, (channels, 1, width), and as a 3-D tensor it trains
+    with AdamW, not Muon."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels, 1, width))
+
+    def forward(self, h: Tensor, before: Tensor | None) -> tuple[Tensor, Tensor]:
+        """h (B, T, C); before: the inputs at the width - 1 positions before h, (B, width - 1, C), None at the
+        start of a text (zeros). Returns h mixed, and the width - 1 last inputs for the next call."""
+        B, T, C = h.shape
+        if before is None:
+            before = h.new_zeros(B, self.weight.size(-1) - 1, C)
+        x = torch.cat([before, h], dim=1)  # (B, width - 1 + T, C)
+        taps = self.weight[:, 0].t().contiguous().to(h.dtype)  # (width, C); a strided row would not vectorise
+        return CausalMix.apply(x, taps), x[:, T:]
+
+
 class Block(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
@@ -119,12 +173,21 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(c)
         self.ln_2 = nn.LayerNorm(c.embed)
         self.mlp = MLP(c)
+        self.canon_attn = Canon(c.embed, c.canon) if c.canon else None
+        self.canon_mlp = Canon(c.embed, c.canon) if c.canon else None
 
-    def forward(self, x: Tensor, cache, positions: Tensor):
-        a, cache = self.attn(self.ln_1(x), cache, positions)
+    def forward(self, x: Tensor, cache: tuple[Tensor, ...] | None, positions: Tensor):
+        """cache: attention's (k, v), then with Canon layers the last inputs of each."""
+        h = self.ln_1(x)
+        if self.canon_attn is not None:
+            h, before_attn = self.canon_attn(h, cache[2] if cache else None)
+        a, state = self.attn(h, cache[:2] if cache else None, positions)
         x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, cache
+        h = self.ln_2(x)
+        if self.canon_mlp is not None:
+            h, before_mlp = self.canon_mlp(h, cache[3] if cache else None)
+            state = (*state, before_attn, before_mlp)
+        return x + self.mlp(h), state
 
 
 class Transformer(LanguageModel):
