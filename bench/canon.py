@@ -1,16 +1,15 @@
 #!/usr/bin/env python
-"""What the transformer's Canon layers cost: a training step with and without them, and the layer against the
-two forms torch offers, interleaved (one of each in turn, so the machine's load hits all alike).
+"""What the transformer's Canon layers cost: a training step with and without them, and the layer against
+F.conv1d, interleaved (one of each in turn, so the machine's load hits both alike).
 
     python bench/canon.py [--steps 60] [--threads 1]
 
 The step is the trainer's (bench/precision_speed.py's step_fn: forward under --precision auto's autocast, the
 loss, backward, clipping, the recipe's Muon + AdamW) at the time-to-quality shape, 4 x 4 x 128, block 64,
 batch 12, with the recipe's --canon 4 and with --canon 0. The layer alone (forward and backward of one Canon
-layer at 12 x 64 x 128) is timed against the same convolution as F.conv1d(groups=C) and as autograd through
-its multiply-adds of shifted slices, after checking that all three give the same numbers and gradients.
-Prints the median times, then one line
-`canon step_ratio=<with / without> conv1d_ratio=<conv1d / Canon> autograd_ratio=<multiply-adds / Canon>`.
+layer at 12 x 64 x 128, its multiply-adds of shifted inputs) is timed against the same convolution as
+F.conv1d(groups=C), after checking that the two give the same numbers and gradients. Prints the median times,
+then one line `canon step_ratio=<with / without> conv1d_ratio=<conv1d / Canon>`.
 """
 
 from __future__ import annotations
@@ -69,15 +68,7 @@ def layer_passes(precision: str) -> dict[str, Callable[[], None]]:
         padded = F.pad(h.transpose(1, 2), (width - 1, 0))
         return h + F.conv1d(padded, layer.weight.to(h.dtype), groups=h.size(-1)).transpose(1, 2)
 
-    def multiply_adds(h: torch.Tensor) -> torch.Tensor:
-        x = F.pad(h, (0, 0, width - 1, 0))
-        taps = layer.weight[:, 0].t().contiguous().to(h.dtype)
-        out = h
-        for j in range(width):
-            out = torch.addcmul(out, x[:, j : j + h.size(1)], taps[j])
-        return out
-
-    forms = {"Canon": lambda h: layer(h, None)[0], "conv1d": conv1d, "autograd": multiply_adds}
+    forms = {"Canon": lambda h: layer(h, None)[0], "conv1d": conv1d}
     reference = None
     for form in forms.values():
         out = form(h)
@@ -112,8 +103,7 @@ def main() -> None:
     print(f"training step   with Canon layers {step['with'] * 1e3:7.2f} ms   without {step['without'] * 1e3:7.2f} ms")
     layer = interleaved(layer_passes(precision), 10 * args.steps)
     print("one layer, forward and backward   " + "   ".join(f"{name} {t * 1e3:6.3f} ms" for name, t in layer.items()))
-    print(f"canon step_ratio={step['with'] / step['without']:.3f} conv1d_ratio={layer['conv1d'] / layer['Canon']:.2f} "
-          f"autograd_ratio={layer['autograd'] / layer['Canon']:.2f}")
+    print(f"canon step_ratio={step['with'] / step['without']:.3f} conv1d_ratio={layer['conv1d'] / layer['Canon']:.2f}")
 
 
 if __name__ == "__main__":

@@ -56,18 +56,18 @@ def test_unset_rates_are_the_familys_recipe_and_a_given_one_wins():
 def test_the_transformer_default_before_its_recipe_moved_keeps_its_name():
     # RunConfig(model="transformer").fingerprint() before lr, min_lr_ratio, decay_frac, qk_scale and split_qkv became the
     # family's (commit 73a0ef4): those settings at the values it trained with find the same run directory
-    # (and Muon's iteration at torch's, the default before --muon_ns; no Canon layers, the default before --canon)
+    # (and Muon's iteration at torch's, the default before --muon_ns)
     before = "cd1fc1fb2da91ad74e9716f07d58bd9e55dd1d80a85f5bad1db2cf78384d0976"
     old = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1, decay_frac=0.4, qk_scale=1.0, split_qkv=False,
-                    muon_ns="jordan5", canon=0)
+                    muon_ns="jordan5")
     assert old.fingerprint() == before and RunConfig(model="transformer").fingerprint() != before
     # ... and the default between then and split_qkv (commit ecaeac5)
-    assert RunConfig(model="transformer", split_qkv=False, muon_ns="jordan5", canon=0).fingerprint() == \
+    assert RunConfig(model="transformer", split_qkv=False, muon_ns="jordan5").fingerprint() == \
         "d142f5b5aa9fd235e75b8a1fbc59c725d2d0ab5775783f5a0dc1a3fb5cfea80e"
-    # ... and the default before the Canon layers (commit 7eaaf7a)
-    before_canon = "08353eb42f050a87209842e56b6dac65b527d958f1c5922150ba4bd0e9f79e7d"
-    assert RunConfig(model="transformer", canon=0).fingerprint() == before_canon
-    assert RunConfig(model="transformer").fingerprint() != before_canon
+    # ... and the default since, which --canon (added later, off by default) leaves as it was (commit 7eaaf7a)
+    assert RunConfig(model="transformer").fingerprint() == \
+        "08353eb42f050a87209842e56b6dac65b527d958f1c5922150ba4bd0e9f79e7d"
+    assert RunConfig(model="transformer", canon=4).fingerprint() != RunConfig(model="transformer").fingerprint()
     assert RunConfig(model="lstm", muon_ns="jordan5").fingerprint() == \
         "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"
     assert RunConfig(model="lstm").fingerprint() != "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"

@@ -200,18 +200,17 @@ def test_transformer_canon_layers_start_as_none_and_carry_their_inputs_in_the_st
     assert all(p.dim() == 3 for n, p in canon.named_parameters() if "canon" in n)  # AdamW's, not Muon's
 
 
-def test_transformer_canon_mix_is_conv1d_forward_and_backward():
-    from picollm.models.transformer.model import CausalMix  # hand-written backward: checked against torch's
+def test_transformer_canon_layer_is_a_causal_depthwise_conv1d():
+    from picollm.models.transformer.model import Canon
 
-    x = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
-    taps = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(CausalMix.apply, (x, taps))
-    grad = torch.randn(2, 6, 3, dtype=torch.float64)
-    mixed = CausalMix.apply(x, taps)
-    conv = x[:, 3:] + torch.nn.functional.conv1d(x.transpose(1, 2), taps.t().unsqueeze(1), groups=3).transpose(1, 2)
+    layer = Canon(3, 4)
+    torch.nn.init.normal_(layer.weight)
+    h = torch.randn(2, 6, 3, requires_grad=True)
+    mixed, last = layer(h, None)
+    conv = h + torch.nn.functional.conv1d(torch.nn.functional.pad(h.transpose(1, 2), (3, 0)), layer.weight,
+                                          groups=3).transpose(1, 2)
     torch.testing.assert_close(mixed, conv)
-    for a, b in zip(torch.autograd.grad(mixed, (x, taps), grad), torch.autograd.grad(conv, (x, taps), grad)):
-        torch.testing.assert_close(a, b)
+    assert torch.equal(last, h[:, -3:])
 
 
 def test_lstm_init_range_draws_every_parameter_uniformly():

@@ -39,15 +39,15 @@ class TransformerConfig:
     canon: int = 0
     """Width of the Canon layers (Allen-Zhu 2025), 0 for none: each block's normalised attention and MLP inputs
     h become h + a causal depthwise convolution of h over the last `canon` positions, so every channel mixes in
-    its own recent past before attention or the MLP reads it. The recipe's 4 lowers val after 2,000 steps by
-    0.015 on average, on each of four seeds (docs/results.md, "Time to quality")."""
-    # the defaults of --optimizer, --schedule, --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv, --canon:
-    # at nanoGPT's CPU shape, 1.497 after 2,000 steps (mean of four seeds; without Canon layers 1.512, without
-    # split_qkv too 1.525), where lr 1e-3, a 40% decay to 0.1, scale 1 and the fused QKV matrix reached 1.548
-    # (docs/results.md, "Time to quality")
+    its own recent past before attention or the MLP reads it. Width 4 lowers val after 2,000 steps by 0.014 on
+    average, on each of four seeds, at 1.15x the step time; off by default, as the time to nanoGPT's quality (1.88,
+    275 steps with it, 300 without) grows about 5% (docs/results.md, "Time to quality")."""
+    # the defaults of --optimizer, --schedule, --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv: at
+    # nanoGPT's CPU shape, 1.512 after 2,000 steps (mean of four seeds; without split_qkv 1.525; with --canon 4
+    # 1.4975), where lr 1e-3, a 40% decay to 0.1, scale 1 and the fused QKV matrix reached 1.548 (docs/results.md,
+    # "Time to quality")
     RECIPE: ClassVar[dict[str, Any]] = {"optimizer": "muon", "schedule": "wsd", "lr": 3e-3, "min_lr_ratio": 0.0,
-                                        "decay_frac": 1.0, "qk_scale": 1.5, "split_qkv": True,
-                                        "canon": 4}
+                                        "decay_frac": 1.0, "qk_scale": 1.5, "split_qkv": True}
 
     def __post_init__(self) -> None:
         if self.embed % self.heads != 0:
