@@ -15,14 +15,12 @@ then one line `canon step_ratio=<with / without> conv1d_ratio=<conv1d / Canon>`.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from precision_speed import step_fn
+from precision_speed import interleaved, step_fn
 
 from picollm.config import RunConfig
 from picollm.core.devices import resolve_precision
@@ -31,18 +29,6 @@ from picollm.models.transformer.model import Canon
 
 SHAPE = dict(model="transformer", embed=128, layers=4, heads=4, block_size=64, batch_size=12)
 VOCAB = 65
-
-
-def interleaved(fns: dict[str, Callable[[], None]], n: int) -> dict[str, float]:
-    """Median seconds of each fn, called in turn n times after 5 warm-up rounds."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(n + 5):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if i >= 5:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def training_steps(precision: str) -> dict[str, Callable[[], None]]:
@@ -99,9 +85,9 @@ def main() -> None:
     precision = resolve_precision("auto", torch.device("cpu"), num_params)  # what this shape trains in here
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print(f"torch {torch.__version__}, {args.threads} thread(s), precision {precision}")
-    step = interleaved(training_steps(precision), args.steps)
+    step = interleaved(training_steps(precision), args.steps, warmup=5)
     print(f"training step   with Canon layers {step['with'] * 1e3:7.2f} ms   without {step['without'] * 1e3:7.2f} ms")
-    layer = interleaved(layer_passes(precision), 10 * args.steps)
+    layer = interleaved(layer_passes(precision), 10 * args.steps, warmup=5)
     print("one layer, forward and backward   " + "   ".join(f"{name} {t * 1e3:6.3f} ms" for name, t in layer.items()))
     print(f"canon step_ratio={step['with'] / step['without']:.3f} conv1d_ratio={layer['conv1d'] / layer['Canon']:.2f}")
 

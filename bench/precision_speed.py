@@ -16,6 +16,7 @@ import argparse
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -64,15 +65,20 @@ def measure(settings: dict, vocab: int, steps: int) -> dict[str, float]:
     model = build_model(cfg, vocab).train()
     x = torch.randint(0, vocab, (cfg.batch_size, cfg.block_size))
     y = torch.randint(0, vocab, (cfg.batch_size, cfg.block_size))
-    steps_by = {p: step_fn(model, cfg, p, x, y) for p in ("fp32", "bf16")}
-    times: dict[str, list[float]] = {p: [] for p in steps_by}
-    for i in range(steps + 3):
-        for precision, step in steps_by.items():
+    return interleaved({p: step_fn(model, cfg, p, x, y) for p in ("fp32", "bf16")}, steps, warmup=3)
+
+
+def interleaved(fns: dict[str, Callable[[], None]], n: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each fn, called in turn n times after `warmup` untimed rounds (the allocator,
+    oneDNN's kernels), so the machine's load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(n + warmup):
+        for name, fn in fns.items():
             start = time.perf_counter()
-            step()
-            if i >= 3:  # warm-up: the allocator, oneDNN's kernels
-                times[precision].append(time.perf_counter() - start)
-    return {p: statistics.median(t) for p, t in times.items()}
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:

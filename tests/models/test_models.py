@@ -205,7 +205,7 @@ def test_transformer_canon_layer_is_a_causal_depthwise_conv1d():
 
     layer = Canon(3, 4)
     torch.nn.init.normal_(layer.weight)
-    h = torch.randn(2, 6, 3, requires_grad=True)
+    h = torch.randn(2, 6, 3)
     mixed, last = layer(h, None)
     conv = h + torch.nn.functional.conv1d(torch.nn.functional.pad(h.transpose(1, 2), (3, 0)), layer.weight,
                                           groups=3).transpose(1, 2)
