@@ -6,7 +6,7 @@ F.conv1d, interleaved (one of each in turn, so the machine's load hits both alik
 
 The step is the trainer's (bench/precision_speed.py's step_fn: forward under --precision auto's autocast, the
 loss, backward, clipping, the recipe's Muon + AdamW) at the time-to-quality shape, 4 x 4 x 128, block 64,
-batch 12, with --canon 4 and with --canon 0 (the default). The layer alone (forward and backward of one Canon
+batch 12, with --canon 4 (the default, before the MLP) and with --canon 0. The layer alone (forward and backward of one Canon
 layer at 12 x 64 x 128, its multiply-adds of shifted inputs) is timed against the same convolution as
 F.conv1d(groups=C), after checking that the two give the same numbers and gradients. Prints the median times,
 then one line `canon step_ratio=<with / without> conv1d_ratio=<conv1d / Canon>`.

@@ -60,9 +60,16 @@ class RunConfig:
     split_qkv: bool | None = setting(None, "transformer with --optimizer muon: orthogonalise the query, key and "
                                      "value maps one by one rather than as one matrix (default: the family's "
                                      "recipe, on)", kind=bool)
-    canon: int = setting(0, "transformer: width of the Canon layers, a causal depthwise convolution of each block's "
-                            "attention and MLP inputs over that many positions (0 = none; 4 learns more per step, "
-                            "at 1.15x the step time)", bounds="[0, inf)")
+    canon: int = setting(4, "transformer: width of the Canon layers, a causal depthwise convolution of each block's "
+                            "MLP (and with --canon_at attention+mlp, attention) input over that many positions "
+                            "(0 = none)", bounds="[0, inf)")
+    canon_at: str = setting("mlp", "transformer with --canon: the Canon layers before the MLP only, or before "
+                                   "attention too", choices=("mlp", "attention+mlp"))
+    attn_gate: bool = setting(True, "transformer: gated attention, each head's output times a sigmoid gate of the "
+                                    "attention's input (Qiu et al. 2025)")
+    value_embed: bool = setting(True, "transformer: value embeddings, the token's embedding added to attention's "
+                                      "values, times a learned gain per layer and channel (after modded-nanogpt)")
+    embed_norm: bool = setting(False, "transformer: RMS-normalise the token embeddings before the first block")
     init_range: float = setting(0.0, "lstm: initialise every parameter uniform(-r, r) (0 = the family's default "
                                      "init)", bounds="[0, inf)")
     weight_drop: float = setting(0.0, "lstm: DropConnect on the hidden-to-hidden weights while training, a new mask "
@@ -202,6 +209,8 @@ class RunConfig:
             changes["qk_scale"] = None  # unnormalised queries and keys learn their own scale
         if optimizer != "muon":
             changes["split_qkv"] = False  # the same function and AdamW steps: the layout runs trained with before
+        if not self.canon:
+            changes["canon_at"] = None  # no Canon layers to place
         if self.tokenizer == "auto":
             changes["tokenizer"] = default_tokenizer(self.corpus)
         tokenizer = changes.get("tokenizer", self.tokenizer)
@@ -280,7 +289,9 @@ def __getattr__(name: str) -> Any:
 OMITTED_AT: dict[str, Any] = {"optimizer": "adamw", "qk_norm": False, "qk_scale": 1.0, "mlp_activation": "gelu",
                               "zero_init_proj": False, "split_qkv": False, "init_range": 0.0,
                               "weight_drop": 0.0, "io_dropout": 0.0, "muon_ns": "jordan5",
-                              "locked_dropout": False, "dropout_warmup": 0.0, "ema": 0.0, "canon": 0}
+                              "locked_dropout": False, "dropout_warmup": 0.0, "ema": 0.0, "canon": 0,
+                              "canon_at": "attention+mlp", "attn_gate": False, "value_embed": False,
+                              "embed_norm": False}
 #: settings whose default ("auto", or None for a number or a switch) is the family's recipe
 #: (picollm.models.family_recipe)
 RECIPE_SETTINGS = ("optimizer", "schedule", "batching", "lr", "min_lr_ratio", "decay_frac", "qk_scale", "split_qkv")

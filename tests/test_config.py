@@ -57,17 +57,23 @@ def test_the_transformer_default_before_its_recipe_moved_keeps_its_name():
     # RunConfig(model="transformer").fingerprint() before lr, min_lr_ratio, decay_frac, qk_scale and split_qkv became the
     # family's (commit 73a0ef4): those settings at the values it trained with find the same run directory
     # (and Muon's iteration at torch's, the default before --muon_ns)
+    # (each without the parts the default gained later: Canon layers, attention gates, value embeddings)
+    parts_off = dict(canon=0, attn_gate=False, value_embed=False)
     before = "cd1fc1fb2da91ad74e9716f07d58bd9e55dd1d80a85f5bad1db2cf78384d0976"
     old = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1, decay_frac=0.4, qk_scale=1.0, split_qkv=False,
-                    muon_ns="jordan5")
+                    muon_ns="jordan5", **parts_off)
     assert old.fingerprint() == before and RunConfig(model="transformer").fingerprint() != before
     # ... and the default between then and split_qkv (commit ecaeac5)
-    assert RunConfig(model="transformer", split_qkv=False, muon_ns="jordan5").fingerprint() == \
+    assert RunConfig(model="transformer", split_qkv=False, muon_ns="jordan5", **parts_off).fingerprint() == \
         "d142f5b5aa9fd235e75b8a1fbc59c725d2d0ab5775783f5a0dc1a3fb5cfea80e"
-    # ... and the default since, which --canon (added later, off by default) leaves as it was (commit 7eaaf7a)
-    assert RunConfig(model="transformer").fingerprint() == \
-        "08353eb42f050a87209842e56b6dac65b527d958f1c5922150ba4bd0e9f79e7d"
-    assert RunConfig(model="transformer", canon=4).fingerprint() != RunConfig(model="transformer").fingerprint()
+    # ... and the default between then and the Canon layers, attention gates and value embeddings (commit e2017d5)
+    before_parts = RunConfig(model="transformer", **parts_off)
+    assert before_parts.fingerprint() == "08353eb42f050a87209842e56b6dac65b527d958f1c5922150ba4bd0e9f79e7d"
+    assert before_parts.replace(canon_at="attention+mlp", embed_norm=False).fingerprint() == before_parts.fingerprint()
+    assert RunConfig(model="transformer").fingerprint() != before_parts.fingerprint()
+    # --canon 4 before the default placed them before the MLP only: both places, as it trained (commit e2017d5)
+    assert before_parts.replace(canon=4, canon_at="attention+mlp").fingerprint() == \
+        "e08e81f2ef1ec38fc9d9dbc4898554f696294800acfe8c7b60b596dd17c7b5d6"
     assert RunConfig(model="lstm", muon_ns="jordan5").fingerprint() == \
         "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"
     assert RunConfig(model="lstm").fingerprint() != "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"
@@ -175,9 +181,10 @@ def test_the_rename_check_names_the_setting_and_the_fix(monkeypatch):
 
 def test_the_model_settings_are_read_off_the_family_configs():
     # the settings resolved() blanks for a family whose config does not name them: what it was by hand before,
-    # and the settings added since (weight_drop, io_dropout, locked_dropout, canon)
+    # and the settings added since (weight_drop, io_dropout, locked_dropout, canon, canon_at, attn_gate, value_embed,
+    # embed_norm)
     assert model_fields() == {"embed", "hidden", "layers", "heads", "k", "inner_layers", "activation", "norm",
                               "dropout", "tie_weights", "positional", "xlstm_ratio", "qk_norm", "qk_scale",
                               "mlp_activation", "zero_init_proj", "split_qkv", "init_range", "weight_drop", "io_dropout",
-                              "locked_dropout", "canon"}
+                              "locked_dropout", "canon", "canon_at", "attn_gate", "value_embed", "embed_norm"}
     assert config.MODEL_FIELDS == model_fields()

@@ -47,8 +47,9 @@ class Optimizers:
 def hidden_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The weights Muon orthogonalises: every trainable 2-D parameter except embeddings and the output head,
     whose rows are one vector per token rather than a map between hidden spaces (Muon's authors leave them,
-    and everything that is not a matrix, to AdamW)."""
-    skip = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    and everything that is not a matrix, to AdamW), and those of modules that say `adamw_only` (a gate's rows)."""
+    skip = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) or getattr(m, "adamw_only", False)
+            for p in m.parameters()}
     head = getattr(model, "head", None)
     if isinstance(head, torch.nn.Module):
         skip |= {id(p) for p in head.parameters()}

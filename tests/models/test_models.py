@@ -3,6 +3,8 @@
 "Every family" is every family in the registry (a new one is tested as soon as it is registered); one whose
 optional extra is not installed is skipped with the install hint."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import family_params
@@ -158,7 +160,8 @@ def test_transformer_qk_norm_bounds_the_attention_logits(monkeypatch):
 
 def test_transformer_zero_init_starts_every_block_as_the_identity():
     model = tiny_model("transformer", zero_init_proj=True, tie_weights=False)
-    zeroed = [n for n, p in model.named_parameters() if p.dim() == 2 and not p.any()]  # norm biases start at 0
+    # norm biases start at 0, and the attention gates' weights (the gates open at 1)
+    zeroed = [n for n, p in model.named_parameters() if p.dim() == 2 and not p.any() and ".gate." not in n]
     assert sorted(zeroed) == sorted([f"blocks.{i}.{m}.proj.weight" for i in range(2) for m in ("attn", "mlp")]
                                     + ["head.weight"])
     logits, _ = model(torch.randint(0, VOCAB, (2, 8)))
@@ -178,26 +181,76 @@ def test_transformer_split_qkv_is_the_fused_model_held_as_three_matrices():
     assert torch.equal(split(idx)[0], fused(idx)[0])
 
 
-def test_transformer_canon_layers_start_as_none_and_carry_their_inputs_in_the_state():
-    plain, canon = tiny_model("transformer", canon=0), tiny_model("transformer", canon=3)
+def steps_and_segments_equal_one_forward(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """One forward over idx, after asserting that token-by-token steps and two segments give the same logits."""
+    full, _ = model(idx)
+    state, steps = None, []
+    for t in range(idx.shape[1]):
+        logits, state = model(idx[:, t : t + 1], state)
+        steps.append(logits)
+    first, state = model(idx[:, :4])
+    second, _ = model(idx[:, 4:], state)
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() <= 1e-5
+    assert (torch.cat([first, second], dim=1) - full).abs().max().item() <= 1e-5
+    return full
+
+
+@pytest.mark.parametrize("canon_at", {f.name: f for f in dataclasses.fields(RunConfig)}["canon_at"].metadata["choices"])
+def test_transformer_canon_layers_start_as_none_and_carry_their_inputs_in_the_state(canon_at):
+    plain, canon = tiny_model("transformer", canon=0), tiny_model("transformer", canon=3, canon_at=canon_at)
     idx = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(plain(idx)[0], canon(idx)[0])  # zero-initialised, and the other weights drawn the same
         for block in canon.blocks:
-            block.canon_attn.weight.normal_()
-            block.canon_mlp.weight.normal_()
-        full, _ = canon(idx)
-        state, steps = None, []
-        for t in range(idx.shape[1]):
-            logits, state = canon(idx[:, t : t + 1], state)
-            steps.append(logits)
-        first, state = canon(idx[:, :4])
-        second, _ = canon(idx[:, 4:], state)
+            assert (block.canon_attn is not None) == (canon_at == "attention+mlp")
+            for layer in (block.canon_attn, block.canon_mlp):
+                if layer is not None:
+                    layer.weight.normal_()
+        full = steps_and_segments_equal_one_forward(canon, idx)
         changed = (full - plain(idx)[0]).abs().max().item()
-    assert (torch.cat(steps, dim=1) - full).abs().max().item() <= 1e-5
-    assert (torch.cat([first, second], dim=1) - full).abs().max().item() <= 1e-5
     assert changed > 1e-2  # the mixing acts, so the state had something to carry
     assert all(p.dim() == 3 for n, p in canon.named_parameters() if "canon" in n)  # AdamW's, not Muon's
+
+
+def test_transformer_attention_gates_and_value_embeddings_start_as_none_and_act_per_token():
+    from picollm.train.optimizers import hidden_matrices
+
+    plain = tiny_model("transformer", attn_gate=False, value_embed=False, canon=0)
+    model = tiny_model("transformer", attn_gate=True, value_embed=True, canon=3)
+    idx = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(model(idx)[0], plain(idx)[0])  # zero-initialised: gates open at 1, no value embeddings
+        for block in model.blocks:
+            block.attn.gate.weight.normal_()
+            block.attn.value_gain.normal_()
+            block.canon_mlp.weight.normal_()
+        full = steps_and_segments_equal_one_forward(model, idx)
+        for block in model.blocks:
+            block.attn.value_gain.zero_()
+        without_value_embeddings = steps_and_segments_equal_one_forward(model, idx)
+        for block in model.blocks:
+            block.attn.gate.weight.zero_()
+        open_gates = model(idx)[0]
+    assert (full - without_value_embeddings).abs().max().item() > 1e-3
+    assert (without_value_embeddings - open_gates).abs().max().item() > 1e-3
+    # per layer: a gate row per head, a value gain, a Canon layer of width 3; nothing the size of the vocabulary
+    assert model.num_params() - plain.num_params() == TINY["layers"] * (TINY["heads"] + 1 + 3) * TINY["embed"]
+    in_muon = {id(p) for p in hidden_matrices(model)}
+    assert not any(id(b.attn.gate.weight) in in_muon for b in model.blocks)  # a gate's rows: AdamW's
+    assert id(model.blocks[0].attn.q.weight) in in_muon
+
+
+def test_transformer_embed_norm_makes_the_embeddings_scale_free():
+    model = tiny_model("transformer", embed_norm=True, tie_weights=False)
+    idx = torch.randint(0, VOCAB, (2, 8))
+    with torch.no_grad():
+        before = model(idx)[0]
+        model.wte.weight.mul_(10.0)
+        torch.testing.assert_close(model(idx)[0], before)
+        plain = tiny_model("transformer", tie_weights=False)
+        plain_before = plain(idx)[0]
+        plain.wte.weight.mul_(10.0)
+        assert (plain(idx)[0] - plain_before).abs().max().item() > 1e-3
 
 
 def test_transformer_canon_layer_is_a_causal_depthwise_conv1d():

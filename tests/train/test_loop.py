@@ -229,7 +229,7 @@ def test_train_log_holds_every_log_interval_steps_and_survives_a_resume(corpus, 
 #: fingerprints computed before --optimizer, --qk_norm, ... existed, each with the settings that train exactly
 #: as the defaults did then: such configs must keep their run directories' names
 OLD_RECIPE = dict(optimizer="adamw", schedule="cosine", lr=1e-3, min_lr_ratio=0.1)  # the rates: the transformer's
-OLD_TRANSFORMER = dict(positional="learned", qk_norm=False)
+OLD_TRANSFORMER = dict(positional="learned", qk_norm=False, canon=0, attn_gate=False, value_embed=False)
 FINGERPRINTS_BEFORE_TIME_TO_QUALITY = {
     "transformer": ({**OLD_RECIPE, **OLD_TRANSFORMER},
                     "6b736e61f3c659803facee7932eda377ab78fe3ab4346921e8680163bad3d5a9"),
@@ -274,7 +274,9 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     names = {id(p): n for n, p in model.named_parameters()}
     on_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
     on_adamw = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
-    assert on_muon == {n for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("blocks.")}
+    assert on_muon == {n for n, p in model.named_parameters()
+                       if p.dim() == 2 and n.startswith("blocks.") and ".gate." not in n}
+    assert "blocks.0.attn.gate.weight" in on_adamw  # the attention gates' rows: one switch per head
     assert {"wte.weight", "head.weight", "ln_f.weight"} <= on_adamw and not on_muon & on_adamw
     assert on_muon | on_adamw == set(names.values())
     assert {"blocks.0.attn.q.weight", "blocks.0.attn.k.weight", "blocks.0.attn.v.weight"} <= on_muon  # the recipe

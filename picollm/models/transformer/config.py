@@ -37,15 +37,28 @@ class TransformerConfig:
     does), which the recipe adopts: 0.007 to 0.017 lower val loss after 2,000 steps on each of four seeds (README,
     "Time to quality")."""
     canon: int = 0
-    """Width of the Canon layers (Allen-Zhu 2025), 0 for none: each block's normalised attention and MLP inputs
-    h become h + a causal depthwise convolution of h over the last `canon` positions, so every channel mixes in
-    its own recent past before attention or the MLP reads it. Width 4 lowers val after 2,000 steps by 0.014 on
-    average, on each of four seeds, at 1.15x the step time; off by default, as the time to nanoGPT's quality (1.88,
-    275 steps with it, 300 without) grows about 5% (docs/results.md, "Time to quality")."""
+    """Width of the Canon layers (Allen-Zhu 2025), 0 for none: a block's normalised MLP input (and with canon_at
+    'attention+mlp' its attention input) h becomes h + a causal depthwise convolution of h over the last `canon`
+    positions, so every channel mixes in its own recent past before the MLP or attention reads it. The run
+    settings' default is 4 before the MLP, with attn_gate and value_embed (docs/results.md, "Time to quality")."""
+    canon_at: str = "attention+mlp"
+    """Where the Canon layers go: before attention and the MLP, or before the MLP only ('mlp'), which gave as low
+    a loss at half the cost (docs/results.md, "Time to quality")."""
+    attn_gate: bool = False
+    """Gated attention (Qiu et al. 2025): each head's output times 2 sigmoid(h w_head), h the attention's input;
+    zero-initialised, so every gate starts open at 1. Lets a head switch itself off for a token."""
+    value_embed: bool = False
+    """Value embeddings (after modded-nanogpt's): each layer adds the token's RMS-normalised embedding, times a
+    gain per channel of its own (zero-initialised), to attention's values, so a value can carry what the token is
+    beside what the layer computed from it. modded-nanogpt's separate tables (vocabulary x embed per layer) did as
+    well on Tiny Shakespeare but would add millions of parameters at a word-level vocabulary; these add embed
+    per layer (docs/results.md, "Time to quality")."""
+    embed_norm: bool = False
+    """RMS-normalise the token embeddings before the first block (modded-nanogpt)."""
     # the defaults of --optimizer, --schedule, --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv: at
-    # nanoGPT's CPU shape, 1.512 after 2,000 steps (mean of four seeds; without split_qkv 1.525; with --canon 4
-    # 1.4975), where lr 1e-3, a 40% decay to 0.1, scale 1 and the fused QKV matrix reached 1.548 (docs/results.md,
-    # "Time to quality")
+    # nanoGPT's CPU shape, 1.512 after 2,000 steps (mean of four seeds, before the Canon layers, gates and value
+    # embeddings, which take it to 1.493; without split_qkv 1.525), where lr 1e-3, a 40% decay to 0.1, scale 1
+    # and the fused QKV matrix reached 1.548 (docs/results.md, "Time to quality")
     RECIPE: ClassVar[dict[str, Any]] = {"optimizer": "muon", "schedule": "wsd", "lr": 3e-3, "min_lr_ratio": 0.0,
                                         "decay_frac": 1.0, "qk_scale": 1.5, "split_qkv": True}
 
@@ -58,5 +71,7 @@ class TransformerConfig:
             raise ConfigError(f"transformer: --positional must be learned or rotary; got {self.positional!r}")
         if self.canon < 0:
             raise ConfigError(f"transformer: --canon must be 0 (none) or a width >= 1; got {self.canon}")
+        if self.canon_at not in ("attention+mlp", "mlp"):
+            raise ConfigError(f"transformer: --canon_at must be attention+mlp or mlp; got {self.canon_at!r}")
         if self.mlp_activation not in ("gelu", "relu2"):
             raise ConfigError(f"transformer: --mlp_activation must be gelu or relu2; got {self.mlp_activation!r}")

@@ -1,10 +1,11 @@
 """GPT-style decoder-only transformer (after nanoGPT): pre-norm blocks, causal attention through
 `F.scaled_dot_product_attention`, learned or rotary positions, tied embeddings and a KV cache; optionally
-(after modded-nanogpt) RMS-normalised queries and keys, a ReLU^2 MLP and zero-initialised output projections;
-Canon layers (Allen-Zhu 2025) before attention and the MLP.
+(after modded-nanogpt) RMS-normalised queries and keys and embeddings, value embeddings, a ReLU^2 MLP and
+zero-initialised output projections; Canon layers (Allen-Zhu 2025) before attention and the MLP; gated attention
+(Qiu et al. 2025).
 
 The state is the KV cache: one (k, v) pair per layer, each (B, n_head, T_past, head_size), and with Canon
-layers the last canon - 1 inputs of each of the block's two, (B, canon - 1, C). A forward with a cache attends to the cached
+layers the last canon - 1 inputs of each of them, (B, canon - 1, C). A forward with a cache attends to the cached
 positions, so decoding one token at a time costs one position's work per layer instead of the whole prefix.
 """
 
@@ -55,14 +56,22 @@ class CausalSelfAttention(nn.Module):
         self.rotary = c.positional == "rotary"
         self.qk_norm = c.qk_norm
         self.scale = c.qk_scale / math.sqrt(self.head_size) if c.qk_norm else None  # None: SDPA's 1/sqrt(hs)
+        self.gate = HeadGate(c.embed, c.heads) if c.attn_gate else None
+        # value embeddings: zero-initialised, so the values start as without them
+        self.value_gain = nn.Parameter(torch.zeros(c.embed)) if c.value_embed else None
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, positions: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, positions: Tensor,
+                tokens: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x (B, T, C), the block's normalised input; tokens (B, T, C), the RMS-normalised token embeddings (for
+        the value embeddings; None without them)."""
         B, T, C = x.shape
         if self.split_qkv:  # one matmul, as fast as the fused matrix and equal to it bit for bit
             qkv = F.linear(x, torch.cat([self.q.weight, self.k.weight, self.v.weight]))
         else:
             qkv = self.qkv(x)
         q, k, v = qkv.split(C, dim=2)
+        if self.value_gain is not None:
+            v = v + (tokens * self.value_gain).to(v.dtype)
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)
@@ -85,6 +94,8 @@ class CausalSelfAttention(nn.Module):
             # query i sits at absolute position past + i and may see keys 0 .. past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = attend(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
+        if self.gate is not None:
+            y = y * self.gate(x)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y)), (k, v)
 
@@ -97,6 +108,21 @@ def attend(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+class HeadGate(nn.Module):
+    """Gated attention's gates, one per head and token: 2 sigmoid(x w_head), the weights zero-initialised so each
+    gate starts at 1. A row is one head's switch, not a map between hidden spaces, so AdamW trains it, not Muon."""
+
+    adamw_only = True  # read by picollm.train.optimizers.hidden_matrices
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(heads, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, T, C) -> gates (B, nh, T, 1), to multiply each head's output."""
+        return 2 * torch.sigmoid(F.linear(x, self.weight)).transpose(1, 2).unsqueeze(-1)
 
 
 class MLP(nn.Module):
@@ -147,21 +173,24 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(c)
         self.ln_2 = nn.LayerNorm(c.embed)
         self.mlp = MLP(c)
-        self.canon_attn = Canon(c.embed, c.canon) if c.canon else None
+        self.canon_attn = Canon(c.embed, c.canon) if c.canon and c.canon_at == "attention+mlp" else None
         self.canon_mlp = Canon(c.embed, c.canon) if c.canon else None
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, ...] | None, positions: Tensor):
-        """cache: attention's (k, v), then with Canon layers the last inputs of each."""
+    def forward(self, x: Tensor, cache: tuple[Tensor, ...] | None, positions: Tensor, tokens: Tensor | None):
+        """cache: attention's (k, v), then the last inputs of each Canon layer, in order."""
+        befores = iter(cache[2:]) if cache else None
+        canon_state: tuple[Tensor, ...] = ()
         h = self.ln_1(x)
         if self.canon_attn is not None:
-            h, before_attn = self.canon_attn(h, cache[2] if cache else None)
-        a, state = self.attn(h, cache[:2] if cache else None, positions)
+            h, before = self.canon_attn(h, next(befores) if befores else None)
+            canon_state += (before,)
+        a, state = self.attn(h, cache[:2] if cache else None, positions, tokens)
         x = x + a
         h = self.ln_2(x)
         if self.canon_mlp is not None:
-            h, before_mlp = self.canon_mlp(h, cache[3] if cache else None)
-            state = (*state, before_attn, before_mlp)
-        return x + self.mlp(h), state
+            h, before = self.canon_mlp(h, next(befores) if befores else None)
+            canon_state += (before,)
+        return x + self.mlp(h), (*state, *canon_state)
 
 
 class Transformer(LanguageModel):
@@ -209,12 +238,15 @@ class Transformer(LanguageModel):
                              "(learned positions); crop the context")
         positions = torch.arange(past, past + T, device=idx.device)
         x = self.wte(idx)  # (B, T, C)
+        tokens = F.rms_norm(x, (x.size(-1),)) if self.config.value_embed or self.config.embed_norm else None
+        if self.config.embed_norm:
+            x = tokens
         if self.wpe is not None:
             x = x + self.wpe(positions)
         x = self.drop(x)
         new_state: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, state[i] if state else None, positions)
+            x, kv = block(x, state[i] if state else None, positions, tokens)
             new_state.append(kv)
         return self.head(self.ln_f(x)), new_state
 
