@@ -60,9 +60,11 @@ class VectorSequenceModel(nn.Module):
     def __init__(self, family: str, in_dim: int, classes: int, embed: int, layers: int, heads: int, seq_len: int):
         super().__init__()
         settings = {"lstm": {"hidden": embed}, "xlstm": {"hidden": embed}}.get(family, {})
-        # the architecture the published study measured (learned positions, no QK-norm), whatever the defaults
+        # the architecture the published study measured (learned positions, no QK-norm, none of the transformer's
+        # later parts: value embeddings need tokens, and these inputs are vectors), whatever the defaults
         cfg = RunConfig(model=family, embed=embed, layers=layers, heads=heads, block_size=seq_len, dropout=0.0,
-                        xlstm_ratio="1:1", tie_weights=False, positional="learned", qk_norm=False, **settings)
+                        xlstm_ratio="1:1", tie_weights=False, positional="learned", qk_norm=False, canon=0,
+                        attn_gate=False, value_embed=False, **settings)
         self.family = family
         self.lm = build_model(cfg, vocab_size=2)
         self.proj_in = nn.Linear(in_dim, embed)
@@ -85,7 +87,7 @@ class VectorSequenceModel(nn.Module):
             if lm.wpe is not None:  # rotary positions are applied inside the blocks
                 x = x + lm.wpe(positions)
             for block in lm.blocks:
-                x, _ = block(x, None, positions)
+                x, _ = block(x, None, positions, None)
             return lm.ln_f(x)
         raise ConfigError(f"the NN study supports {', '.join(FAMILIES)}; got {self.family!r}")
 
