@@ -4,12 +4,14 @@ Hand-written because torch.optim.Muon orthogonalises one matrix at a time, each 
 own: at picollm's shapes (the 4 x 4 x 128 transformer has 24 matrices, of three shapes) the many small
 calls cost as much as their arithmetic. Here the matrices of one shape (a tall one lying down, as its
 transpose) are stacked into one (N, rows, cols) batch and iterated with torch.bmm / torch.baddbmm, as
-modded-nanogpt does; momentum, weight decay and the update use torch._foreach_* ops.
+modded-nanogpt does. Their momentum buffers are kept as the same stack, so momentum is one op per shape and
+the batch needs no copy of them; weight decay and the update use torch._foreach_* ops.
 
 Everything else is torch.optim.Muon's. The class subclasses it, so the constructor, its defaults and checks,
-the param_groups keys and state[p]["momentum_buffer"] are torch's own and a state_dict of either loads into
-the other: Nesterov momentum 0.95, the 'original' step size lr * sqrt(max(1, rows / cols)), decoupled weight
-decay lr * weight_decay, and by default Keller Jordan's quintic coefficients, 5 steps.
+the param_groups keys and state[p]["momentum_buffer"] (a view of the stack, in p's shape) are torch's own
+and a state_dict of either loads into the other: Nesterov momentum 0.95, the 'original' step size
+lr * sqrt(max(1, rows / cols)), decoupled weight decay lr * weight_decay, and by default Keller Jordan's
+quintic coefficients, 5 steps.
 
 ns_schedule, when given, replaces the iteration's coefficients: one (a, b, c) per step (torch's group keys
 ns_coefficients and ns_steps then go unused). picollm trains with POLAR3 unless --muon_ns says jordan5
@@ -126,6 +128,7 @@ class Muon(torch.optim.Muon):
         # attributes, not group keys: loading a state_dict replaces the groups with the saved ones
         self.ns_dtype = ns_dtype
         self.ns_schedule = ns_schedule  # None: the group's ns_coefficients, ns_steps times, as torch
+        self._stacks: dict[tuple[int, ...], tuple[Tensor, list[Tensor]]] = {}  # see _momentum_stack
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -139,33 +142,42 @@ class Muon(torch.optim.Muon):
                 self._step_group(group, params)
         return loss
 
-    def _momentum_buffers(self, params: list[Tensor]) -> list[Tensor]:
-        for p in params:
-            if "momentum_buffer" not in self.state[p]:
-                self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
-        return [self.state[p]["momentum_buffer"] for p in params]
+    def _momentum_stack(self, params: list[Tensor]) -> Tensor:
+        """The momentum buffers of same-shape params as one (N, m, n) stack, each lying down, so that momentum
+        is one op per shape rather than one per matrix and the stack is the Newton-Schulz batch without a copy.
+        state[p]["momentum_buffer"] stays torch's: a view of the stack in p's shape. After load_state_dict (or on
+        the first step) the state's buffers are tensors of their own (or none): they are copied into a new stack."""
+        key = tuple(id(p) for p in params)
+        stack, views = self._stacks.get(key, (None, ()))
+        if len(views) != len(params) or any(self.state[p].get("momentum_buffer") is not v
+                                            for p, v in zip(params, views)):
+            stack = torch.stack([lying_down(self.state[p].get("momentum_buffer", torch.zeros_like(p.grad)))
+                                 for p in params])
+            views = [m.mT if p.size(0) > p.size(1) else m for p, m in zip(params, stack.unbind(0))]
+            for p, view in zip(params, views):
+                self.state[p]["momentum_buffer"] = view
+            self._stacks[key] = (stack, views)
+        return stack
 
     def _step_group(self, group: dict, params: list[Tensor]) -> None:
-        grads = [p.grad for p in params]
-        if any(g.is_sparse or torch.is_complex(g) for g in grads):
+        if any(p.grad.is_sparse or torch.is_complex(p.grad) for p in params):
             raise RuntimeError("Muon supports neither sparse gradients nor complex parameters")
-        bufs = self._momentum_buffers(params)
-        torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
-        updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
         lr = float(group["lr"])  # a float, or a one-element tensor as torch allows
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         schedule = self.ns_schedule or (tuple(group["ns_coefficients"]),) * group["ns_steps"]
         for idx in by_shape(params).values():
-            # stacking copies, so the tall ones lie down contiguous at no extra cost
-            ortho = orthogonalise(torch.stack([lying_down(updates[i]) for i in idx]), schedule, group["eps"],
-                                  self.ns_dtype)
+            same = [params[i] for i in idx]
+            momentum = self._momentum_stack(same)
+            grads = torch.stack([lying_down(p.grad) for p in same])  # a copy, which the Nesterov step may overwrite
+            momentum.lerp_(grads, 1 - group["momentum"])
+            updates = grads.lerp_(momentum, group["momentum"]) if group["nesterov"] else momentum
             # one cast of the batch, not one per matrix inside a mixed-dtype add (torch adds the bf16 update to
             # the fp32 weight in fp32 too: the same numbers)
-            ortho = ortho.to(params[idx[0]].dtype)
+            ortho = orthogonalise(updates, schedule, group["eps"], self.ns_dtype).to(same[0].dtype)
             for tall in (False, True):  # each with its own step size
-                step = [(params[i], o.mT if tall else o) for i, o in zip(idx, ortho.unbind(0))
-                        if (params[i].size(0) > params[i].size(1)) == tall]
+                step = [(p, o.mT if tall else o) for p, o in zip(same, ortho.unbind(0))
+                        if (p.size(0) > p.size(1)) == tall]
                 if step:
                     torch._foreach_add_([p for p, _ in step], [o for _, o in step],
                                         alpha=-adjusted_lr(lr, group["adjust_lr_fn"], step[0][0].shape))

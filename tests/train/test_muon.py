@@ -119,6 +119,58 @@ def test_a_torch_muon_checkpoint_resumes_in_ours_and_back():
     assert back.state_dict()["state"].keys() == state["state"].keys() == {0, 1, 2, 3, 4, 5, 6}
 
 
+def test_a_run_resumed_from_our_state_dict_steps_as_one_that_was_not():
+    """The momentum lives in one stack per shape; a loaded state holds tensors of its own, which the next step
+    must copy into a new stack (a stale stack would step on with the momentum from before the load)."""
+    straight, resumed = matrices(), matrices()
+    run(Muon(straight, weight_decay=0.1), straight, range(5))
+    muon = Muon(resumed, weight_decay=0.1)
+    run(muon, resumed, range(2))
+    state, weights = copy.deepcopy(muon.state_dict()), [p.detach().clone() for p in resumed]
+    run(muon, resumed, range(2, 4))  # steps that the load undoes
+    for p, w in zip(resumed, weights):
+        p.data.copy_(w)
+    muon.load_state_dict(state)
+    run(muon, resumed, range(2, 5))
+    for p, q in zip(straight, resumed):
+        assert torch.equal(p, q)
+
+
+def test_the_momentum_state_is_a_view_per_matrix_of_one_stack_per_shape():
+    params = matrices()
+    muon = Muon(params, weight_decay=0.1)
+    run(muon, params, range(2))
+    buffers = [muon.state[p]["momentum_buffer"] for p in params]
+    assert [b.shape for b in buffers] == [p.shape for p in params]
+    square = [b for b, shape in zip(buffers, SHAPES) if shape == (16, 16)]
+    assert square[0].untyped_storage().data_ptr() == square[1].untyped_storage().data_ptr()
+    stored = torch.stack([b.clone() for b in square])
+    run(muon, params, range(2, 3))  # the stack is stepped in place: the state's views see it
+    assert not torch.equal(torch.stack(square), stored)
+
+
+def test_adamw_steps_as_torchs_per_parameter_loop():
+    """make_optimizer asks for the foreach AdamW on a CPU, where torch's default is a loop over the parameters:
+    the same numbers, bit for bit."""
+    cfg = RunConfig(model="transformer", embed=16, layers=2, heads=2, optimizer="adamw", lr=0.01, weight_decay=0.1)
+    net = build_model(cfg, 23)
+    loop_net = copy.deepcopy(net)
+    ours = optimizers.make_optimizer(net, cfg, torch.device("cpu"))
+    assert ours.param_groups[0]["foreach"]
+    loop = torch.optim.AdamW([{**{k: v for k, v in g.items() if k != "params"}, "foreach": False,
+                               "params": [dict(loop_net.named_parameters())[n] for n, p in net.named_parameters()
+                                          if any(p is q for q in g["params"])]} for g in ours.param_groups])
+    for step in range(4):
+        batch = torch.randint(0, 23, (4, 9), generator=torch.Generator().manual_seed(step))
+        for model, opt in ((net, ours), (loop_net, loop)):
+            logits, _ = model(batch[:, :-1])
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:]).backward()
+            opt.step()
+    for p, q in zip(net.parameters(), loop_net.parameters()):
+        assert torch.equal(p, q)
+
+
 @pytest.mark.parametrize("low_precision", [False, True])
 @pytest.mark.parametrize("model", ["transformer", "lstm"])
 def test_make_optimizer_steps_every_parameter(model, low_precision):
