@@ -45,7 +45,7 @@ BASELINE = ["--optimizer", "adamw", "--lr", "1e-3", "--schedule", "cosine", "--m
             "--warmup_steps", "100", "--weight_decay", "0.1", "--beta1", "0.9", "--beta2", "0.99",
             "--grad_clip", "1.0", "--tie_weights", "--positional", "learned", "--no-qk_norm",
             "--mlp_activation", "gelu", "--no-zero_init_proj", "--canon", "0", "--no-attn_gate", "--no-value_embed",
-            "--dropout", "0", "--precision", "fp32"]
+            "--no-embed_norm", "--dropout", "0", "--precision", "fp32"]
 
 
 @dataclass

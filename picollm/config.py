@@ -69,7 +69,8 @@ class RunConfig:
                                     "attention's input (Qiu et al. 2025)")
     value_embed: bool = setting(True, "transformer: value embeddings, the token's embedding added to attention's "
                                       "values, times a learned gain per layer and channel (after modded-nanogpt)")
-    embed_norm: bool = setting(False, "transformer: RMS-normalise the token embeddings before the first block")
+    embed_norm: bool = setting(True, "transformer: RMS-normalise the token embeddings before the first block, times "
+                                     "a learned gain per channel (after modded-nanogpt)")
     init_range: float = setting(0.0, "lstm: initialise every parameter uniform(-r, r) (0 = the family's default "
                                      "init)", bounds="[0, inf)")
     weight_drop: float = setting(0.0, "lstm: DropConnect on the hidden-to-hidden weights while training, a new mask "

@@ -57,8 +57,9 @@ def test_the_transformer_default_before_its_recipe_moved_keeps_its_name():
     # RunConfig(model="transformer").fingerprint() before lr, min_lr_ratio, decay_frac, qk_scale and split_qkv became the
     # family's (commit 73a0ef4): those settings at the values it trained with find the same run directory
     # (and Muon's iteration at torch's, the default before --muon_ns)
-    # (each without the parts the default gained later: Canon layers, attention gates, value embeddings)
-    parts_off = dict(canon=0, attn_gate=False, value_embed=False)
+    # (each without the parts the default gained later: Canon layers, attention gates, value embeddings, normalised
+    # embeddings)
+    parts_off = dict(canon=0, attn_gate=False, value_embed=False, embed_norm=False)
     before = "cd1fc1fb2da91ad74e9716f07d58bd9e55dd1d80a85f5bad1db2cf78384d0976"
     old = RunConfig(model="transformer", lr=1e-3, min_lr_ratio=0.1, decay_frac=0.4, qk_scale=1.0, split_qkv=False,
                     muon_ns="jordan5", **parts_off)
@@ -74,6 +75,9 @@ def test_the_transformer_default_before_its_recipe_moved_keeps_its_name():
     # --canon 4 before the default placed them before the MLP only: both places, as it trained (commit e2017d5)
     assert before_parts.replace(canon=4, canon_at="attention+mlp").fingerprint() == \
         "e08e81f2ef1ec38fc9d9dbc4898554f696294800acfe8c7b60b596dd17c7b5d6"
+    # ... and the default with those parts, before it normalised the embeddings (commit b53452e)
+    assert RunConfig(model="transformer", embed_norm=False).fingerprint() == \
+        "94e39a148908cf7242a328a6a448301bfccb5597d69ceeee06beb1159584e4e1"
     assert RunConfig(model="lstm", muon_ns="jordan5").fingerprint() == \
         "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"
     assert RunConfig(model="lstm").fingerprint() != "ba2bd02848a141a102fee0aece2d050a2295cc1b94962410e460aac0ab8f1de5"

@@ -64,7 +64,7 @@ class VectorSequenceModel(nn.Module):
         # later parts: value embeddings need tokens, and these inputs are vectors), whatever the defaults
         cfg = RunConfig(model=family, embed=embed, layers=layers, heads=heads, block_size=seq_len, dropout=0.0,
                         xlstm_ratio="1:1", tie_weights=False, positional="learned", qk_norm=False, canon=0,
-                        attn_gate=False, value_embed=False, **settings)
+                        attn_gate=False, value_embed=False, embed_norm=False, **settings)
         self.family = family
         self.lm = build_model(cfg, vocab_size=2)
         self.proj_in = nn.Linear(in_dim, embed)

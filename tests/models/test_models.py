@@ -247,10 +247,16 @@ def test_transformer_embed_norm_makes_the_embeddings_scale_free():
         before = model(idx)[0]
         model.wte.weight.mul_(10.0)
         torch.testing.assert_close(model(idx)[0], before)
-        plain = tiny_model("transformer", tie_weights=False)
+        plain = tiny_model("transformer", embed_norm=False, tie_weights=False)
         plain_before = plain(idx)[0]
         plain.wte.weight.mul_(10.0)
         assert (plain(idx)[0] - plain_before).abs().max().item() > 1e-3
+        assert plain.embed_gain is None
+        # the scale is the gain's, a parameter of its own, one per channel, started at 0.1
+        torch.testing.assert_close(model.embed_gain, torch.full((TINY["embed"],), 0.1))
+        model.embed_gain.mul_(10.0)
+        assert (model(idx)[0] - before).abs().max().item() > 1e-3
+    assert model.num_params() - plain.num_params() == TINY["embed"]
 
 
 def test_transformer_canon_layer_is_a_causal_depthwise_conv1d():

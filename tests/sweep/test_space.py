@@ -136,7 +136,7 @@ def test_family_base_fixes_settings_of_one_family_and_leaves_the_draws_alone():
     assert {c.resolved().batching for c in drawn if c.model == "xlstm"} == {"random"}  # the recipe's
     assert load_space("pico").with_overrides({"batching": "random"}).family_base == {
         "xlstm": {"optimizer": "adamw", "schedule": "cosine"},  # the command line wins
-        "transformer": {"canon": 0, "attn_gate": False, "value_embed": False}}
+        "transformer": {"canon": 0, "attn_gate": False, "value_embed": False, "embed_norm": False}}
 
 
 def test_overrides_fix_a_field_for_every_config():

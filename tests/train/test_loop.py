@@ -229,7 +229,8 @@ def test_train_log_holds_every_log_interval_steps_and_survives_a_resume(corpus, 
 #: fingerprints computed before --optimizer, --qk_norm, ... existed, each with the settings that train exactly
 #: as the defaults did then: such configs must keep their run directories' names
 OLD_RECIPE = dict(optimizer="adamw", schedule="cosine", lr=1e-3, min_lr_ratio=0.1)  # the rates: the transformer's
-OLD_TRANSFORMER = dict(positional="learned", qk_norm=False, canon=0, attn_gate=False, value_embed=False)
+OLD_TRANSFORMER = dict(positional="learned", qk_norm=False, canon=0, attn_gate=False, value_embed=False,
+                       embed_norm=False)
 FINGERPRINTS_BEFORE_TIME_TO_QUALITY = {
     "transformer": ({**OLD_RECIPE, **OLD_TRANSFORMER},
                     "6b736e61f3c659803facee7932eda377ab78fe3ab4346921e8680163bad3d5a9"),

@@ -1,8 +1,8 @@
 """GPT-style decoder-only transformer (after nanoGPT): pre-norm blocks, causal attention through
 `F.scaled_dot_product_attention`, learned or rotary positions, tied embeddings and a KV cache; optionally
-(after modded-nanogpt) RMS-normalised queries and keys and embeddings, value embeddings, a ReLU^2 MLP and
-zero-initialised output projections; Canon layers (Allen-Zhu 2025) before attention and the MLP; gated attention
-(Qiu et al. 2025).
+(after modded-nanogpt) RMS-normalised queries and keys, normalised embeddings times a learned gain, value
+embeddings, a ReLU^2 MLP and zero-initialised output projections; Canon layers (Allen-Zhu 2025) before attention
+and the MLP; gated attention (Qiu et al. 2025).
 
 The state is the KV cache: one (k, v) pair per layer, each (B, n_head, T_past, head_size), and with Canon
 layers the last canon - 1 inputs of each of them, (B, canon - 1, C). A forward with a cache attends to the cached
@@ -200,6 +200,9 @@ class Transformer(LanguageModel):
         super().__init__()
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.embed)
+        # started small: normalised embeddings at full scale (RMS 1 against the blocks' 0.02-scale outputs) make the
+        # first few hundred steps slower (docs/results.md, "Time to quality")
+        self.embed_gain = nn.Parameter(torch.full((c.embed,), 0.1)) if c.embed_norm else None
         self.wpe = nn.Embedding(c.block_size, c.embed) if c.positional == "learned" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
@@ -239,8 +242,8 @@ class Transformer(LanguageModel):
         positions = torch.arange(past, past + T, device=idx.device)
         x = self.wte(idx)  # (B, T, C)
         tokens = F.rms_norm(x, (x.size(-1),)) if self.config.value_embed or self.config.embed_norm else None
-        if self.config.embed_norm:
-            x = tokens
+        if self.embed_gain is not None:
+            x = tokens * self.embed_gain
         if self.wpe is not None:
             x = x + self.wpe(positions)
         x = self.drop(x)
