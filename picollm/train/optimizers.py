@@ -75,7 +75,7 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
     matrices = hidden_matrices(model) if cfg.optimizer == "muon" else []
     in_muon = {id(p) for p in matrices}
     # fused on CUDA; elsewhere foreach, which torch leaves off on CPUs but which gives the per-parameter loop's
-    # numbers bit for bit in fewer ops (tests/train/test_muon.py)
+    # numbers bit for bit in fewer ops (tests/train/test_optimizers.py)
     fused = device.type == "cuda"
     adamw = torch.optim.AdamW(_decay_groups([p for p in params if id(p) not in in_muon], cfg.weight_decay),
                               lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused, foreach=not fused)

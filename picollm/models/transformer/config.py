@@ -59,8 +59,8 @@ class TransformerConfig:
     init and weight decay. The run settings' default (docs/results.md, "Time to quality")."""
     # the defaults of --optimizer, --schedule, --lr, --min_lr_ratio, --decay_frac, --qk_scale, --split_qkv: at
     # nanoGPT's CPU shape, 1.512 after 2,000 steps (mean of four seeds, before the Canon layers, gates, value
-    # embeddings and normalised embeddings, which take it to 1.489; without split_qkv 1.525), where lr 1e-3, a 40% decay to 0.1, scale 1
-    # and the fused QKV matrix reached 1.548 (docs/results.md, "Time to quality")
+    # embeddings and normalised embeddings, which take it to 1.489; without split_qkv 1.525), where lr 1e-3, a 40%
+    # decay to 0.1, scale 1 and the fused QKV matrix reached 1.548 (docs/results.md, "Time to quality")
     RECIPE: ClassVar[dict[str, Any]] = {"optimizer": "muon", "schedule": "wsd", "lr": 3e-3, "min_lr_ratio": 0.0,
                                         "decay_frac": 1.0, "qk_scale": 1.5, "split_qkv": True}
 
